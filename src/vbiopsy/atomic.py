@@ -1,0 +1,70 @@
+"""Atomic file writing: write to a temporary name in the same folder, then rename.
+
+A reader never sees a half-written file, and a crash leaves at most a ``.tmp-*`` file that the
+next run overwrites or ignores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vbiopsy.errors import InputError
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Create ``path`` (and parents) if needed and check that files can be written in it.
+
+    Raises:
+        InputError: when the folder cannot be created or is not writable.
+    """
+    folder = Path(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(folder, f"cannot create output folder ({err.strerror or err})") from None
+    if not folder.is_dir():
+        raise InputError(folder, "output path exists and is not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".vbiopsy-write-test-"):
+            pass
+    except OSError as err:
+        raise InputError(folder, f"output folder is not writable ({err.strerror or err})") from None
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it to ``final`` if the block succeeds.
+
+    The temporary name keeps ``final``'s suffixes (``.nii.gz``) so writers that dispatch on the
+    extension behave the same. On error the temporary file is removed.
+    """
+    final = Path(final)
+    suffix = "".join(final.suffixes)
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".tmp-{final.name.split('.')[0]}-", suffix=suffix)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text_atomic(final: str | Path, text: str) -> Path:
+    """Write ``text`` to ``final`` atomically (UTF-8) and return the path."""
+    with atomic_path(final) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(final)
+
+
+def write_with_atomic(final: str | Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` and atomically move the result to ``final``."""
+    with atomic_path(final) as tmp:
+        writer(tmp)
+    return Path(final)

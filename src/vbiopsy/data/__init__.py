@@ -1,0 +1,1 @@
+"""Cohort data layer: NIfTI I/O, label conventions, manifests, layout readers, splits, phantoms."""

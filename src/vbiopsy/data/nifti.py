@@ -1,0 +1,164 @@
+"""NIfTI I/O in canonical RAS orientation, with the validation every entry point needs.
+
+Every volume the toolkit reads goes through :func:`load_volume`, which reorients to the closest
+canonical (RAS+) orientation with nibabel, so voxel axis 0 runs left→right, 1 posterior→anterior,
+2 inferior→superior whatever the scanner wrote. Problems are raised as :class:`InputError`
+naming the file.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from vbiopsy.atomic import atomic_path
+from vbiopsy.errors import InputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The voxel grid of a volume in canonical RAS: ``shape`` (voxels) and ``affine`` (4×4, mm)."""
+
+    shape: tuple[int, int, int]
+    affine: np.ndarray
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along each axis."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    def mismatch(self, other: Grid, atol_mm: float = 1e-3) -> str | None:
+        """Describe how ``other`` differs from this grid, or ``None`` if they match within ``atol_mm``."""
+        if self.shape != other.shape:
+            return f"shape {other.shape} != {self.shape}"
+        diff = float(np.max(np.abs(self.affine - other.affine)))
+        if diff > atol_mm:
+            return f"affine differs by up to {diff:.3g} mm (tolerance {atol_mm:g})"
+        return None
+
+
+@dataclass(frozen=True)
+class Volume:
+    """A 3-D image in canonical RAS: ``array`` (X, Y, Z) and its ``affine`` (voxel → mm)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(tuple(int(s) for s in self.array.shape), self.affine)  # type: ignore[arg-type]
+
+
+def is_nifti(path: str | Path) -> bool:
+    """True if the file name ends in ``.nii`` or ``.nii.gz``."""
+    return str(path).lower().endswith(NIFTI_SUFFIXES)
+
+
+def _open(path: Path) -> nib.Nifti1Image:
+    if not path.exists():
+        raise InputError(path, "file not found")
+    if not path.is_file():
+        raise InputError(path, "not a file")
+    try:
+        img = nib.load(str(path))
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as err:
+        raise InputError(path, f"not a readable NIfTI image ({_short(err)})") from None
+    return img  # type: ignore[return-value]
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text[:160]
+
+
+def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """Accept (X, Y, Z) and (X, Y, Z, 1, ...); reject 2-D and true 4-D images."""
+    dims = list(shape)
+    while len(dims) > 3 and dims[-1] == 1:
+        dims.pop()
+    if len(dims) != 3:
+        kind = "2-D" if len(dims) < 3 else f"{len(dims)}-D"
+        raise InputError(path, f"expected a 3-D image, got a {kind} image of shape {tuple(shape)}")
+    if min(dims) < 1:
+        raise InputError(path, f"image has an empty dimension, shape {tuple(shape)}")
+    return dims[0], dims[1], dims[2]
+
+
+def read_grid(path: str | Path) -> Grid:
+    """Read only the header and return the canonical-RAS grid (no voxel data is loaded)."""
+    path = Path(path)
+    img = _open(path)
+    shape = _spatial_shape(path, img.shape)
+    affine = img.affine
+    ornt = nib.orientations.io_orientation(affine)
+    canon_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
+    canon_shape = tuple(int(shape[int(ax)]) for ax in np.argsort(ornt[:, 0]))
+    return Grid(canon_shape, canon_affine)  # type: ignore[arg-type]
+
+
+def load_volume(
+    path: str | Path,
+    *,
+    dtype: type | np.dtype = np.float32,
+    allow_empty: bool = False,
+) -> Volume:
+    """Load a 3-D NIfTI file, reoriented to canonical RAS, and validate its voxels.
+
+    Args:
+        path: ``.nii`` or ``.nii.gz`` file.
+        dtype: dtype of the returned array (float32 for images; an integer type for labels).
+        allow_empty: accept an all-zero volume (e.g. a segmentation without tumour).
+
+    Raises:
+        InputError: missing/unreadable/truncated file, not 3-D, NaN/Inf voxels, all-zero volume.
+    """
+    path = Path(path)
+    img = _open(path)
+    _spatial_shape(path, img.shape)
+    try:
+        canon = nib.as_closest_canonical(img)
+        data = np.asanyarray(canon.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise InputError(path, f"file is truncated or corrupt ({_short(err)})") from None
+    data = data.reshape(data.shape[:3]) if data.ndim > 3 else data
+    if np.issubdtype(data.dtype, np.floating):
+        n_bad = int(np.count_nonzero(~np.isfinite(data)))
+        if n_bad:
+            raise InputError(path, f"{n_bad} voxels are NaN or infinite")
+    if not allow_empty and not np.any(data):
+        raise InputError(path, "image is empty (all voxels are zero)")
+    if np.issubdtype(np.dtype(dtype), np.integer) and np.issubdtype(data.dtype, np.floating):
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            raise InputError(path, "label image has non-integer values")
+        data = rounded
+    return Volume(np.ascontiguousarray(data, dtype=dtype), canon.affine.copy())
+
+
+def save_volume(
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | Path,
+    *,
+    dtype: type | np.dtype | None = None,
+) -> Path:
+    """Write ``array`` (X, Y, Z) with ``affine`` to ``path`` atomically (temp name, then rename)."""
+    path = Path(path)
+    if array.ndim != 3:
+        raise ValueError(f"save_volume expects a 3-D array, got shape {array.shape}")
+    if affine.shape != (4, 4):
+        raise ValueError(f"affine must be 4x4, got {affine.shape}")
+    data = array if dtype is None else array.astype(dtype, copy=False)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return path
