@@ -1,0 +1,178 @@
+"""Command-line interface: ``vbiopsy <verb>``. Parses options and calls library functions.
+
+Heavy imports (numpy, nibabel, torch, …) happen inside the commands so ``vbiopsy --help`` is
+instant. Errors the user can fix are printed as ``error: …`` lines with a non-zero exit code and
+no traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional, TypeVar
+
+import typer
+
+from vbiopsy import __version__
+from vbiopsy.errors import CohortError, VbiopsyError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_PROBLEMS = 1
+"""``cohort check`` found problems."""
+EXIT_ERROR = 2
+"""Bad input, option or config: nothing was computed."""
+
+app = typer.Typer(
+    name="vbiopsy",
+    help="Virtual biopsy of brain tumours from MRI.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+cohort_app = typer.Typer(help="Inspect, check and split a cohort.", no_args_is_help=True)
+app.add_typer(cohort_app, name="cohort")
+
+
+def _stderr(line: str) -> None:
+    typer.echo(line, err=True)
+
+
+def user_errors(func: F) -> F:
+    """Turn :class:`VbiopsyError` into ``error:`` lines and exit code 2 (no traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CohortError as err:
+            for problem in err.problems:
+                _stderr(f"error: {problem}")
+            raise typer.Exit(EXIT_ERROR) from None
+        except VbiopsyError as err:
+            _stderr(f"error: {err}")
+            raise typer.Exit(EXIT_ERROR) from None
+        except KeyboardInterrupt:
+            _stderr("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vbiopsy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Virtual biopsy of brain tumours from MRI."""
+
+
+@app.command()
+@user_errors
+def demo(
+    out: Path = typer.Option(Path("vbiopsy-demo"), "--out", "-o", help="Folder for everything the demo writes."),
+    n_patients: Optional[int] = typer.Option(None, "--patients", "-n", help="Phantom patients (default 40)."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes (default 2)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Demo config YAML."),
+) -> None:
+    """Run the embedded default end to end: phantom cohort → check → summary → splits."""
+    from vbiopsy.config import DemoConfig, load_config
+    from vbiopsy.demo import run_demo
+
+    cfg = load_config(DemoConfig, config, n_patients=n_patients, seed=seed, jobs=jobs)
+    run_demo(cfg, out)
+
+
+@app.command()
+@user_errors
+def phantoms(
+    out: Path = typer.Argument(..., help="Folder to write the cohort to (created; must be empty)."),
+    n_patients: Optional[int] = typer.Option(None, "--patients", "-n", help="Number of patients."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    spacing: Optional[float] = typer.Option(None, "--spacing", help="Isotropic voxel size in mm."),
+    layout: Optional[str] = typer.Option(None, "--layout", help="ucsf-pdgm or brats2024."),
+    raw: Optional[bool] = typer.Option(None, "--raw/--clean", help="Raw scans: skull, random spacing/orientation."),
+    jobs: int = typer.Option(2, "--jobs", "-j", min=1, help="Worker processes."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Phantom config YAML."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Allow a non-empty output folder."),
+) -> None:
+    """Generate a synthetic, anatomically realistic cohort (UCSF-PDGM or BraTS 2024 layout)."""
+    from vbiopsy.config import load_config
+    from vbiopsy.data.phantoms import PhantomConfig
+    from vbiopsy.commands import generate_phantoms
+
+    cfg = load_config(PhantomConfig, config, n_patients=n_patients, seed=seed, spacing_mm=spacing,
+                      layout=layout, raw=raw)
+    generate_phantoms(cfg, out, jobs=jobs, overwrite=overwrite)
+
+
+@cohort_app.command("check")
+@user_errors
+def cohort_check(
+    cohort: Path = typer.Argument(..., help="Cohort folder or manifest CSV."),
+    layout: str = typer.Option("auto", "--layout", help="auto, csv, ucsf-pdgm, brats2021 or brats2024."),
+    clinical: Optional[Path] = typer.Option(None, "--clinical", help="Clinical table to merge (folder layouts)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+    summary_json: Optional[Path] = typer.Option(None, "--summary-json", help="Also write the summary as JSON."),
+) -> None:
+    """Check every file and value of a cohort; print a summary and the problems (exit 1 if any)."""
+    from vbiopsy.commands import check_and_summarise
+
+    result = check_and_summarise(cohort, layout=layout, clinical=clinical, jobs=jobs, summary_json=summary_json)
+    if not result.ok:
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
+@cohort_app.command("manifest")
+@user_errors
+def cohort_manifest(
+    cohort: Path = typer.Argument(..., help="Cohort folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Manifest CSV to write."),
+    layout: str = typer.Option("auto", "--layout"),
+    clinical: Optional[Path] = typer.Option(None, "--clinical"),
+) -> None:
+    """Write the manifest a layout reader builds, as a CSV you can edit."""
+    from vbiopsy.atomic import ensure_writable_dir
+    from vbiopsy.data.layouts import read_cohort
+
+    manifest = read_cohort(cohort, layout=layout, clinical=clinical)
+    ensure_writable_dir(out.parent if str(out.parent) else Path("."))
+    manifest.to_csv(out)
+    typer.echo(f"wrote {out} ({len(manifest)} subjects, modalities {', '.join(manifest.modalities)})")
+
+
+@cohort_app.command("split")
+@user_errors
+def cohort_split(
+    cohort: Path = typer.Argument(..., help="Cohort folder or manifest CSV."),
+    out: Path = typer.Option(..., "--out", "-o", help="splits.json to write."),
+    label: str = typer.Option("grade", "--label", help="Column to stratify on."),
+    test_fraction: float = typer.Option(0.2, "--test-fraction"),
+    folds: int = typer.Option(5, "--folds"),
+    seed: int = typer.Option(0, "--seed"),
+    keep_in_train: list[str] = typer.Option([], "--keep-in-train", help="Class kept out of the test set (repeatable)."),
+    layout: str = typer.Option("auto", "--layout"),
+    clinical: Optional[Path] = typer.Option(None, "--clinical"),
+) -> None:
+    """Make patient-level splits: a stratified held-out test set and k folds inside the rest."""
+    from vbiopsy.commands import split_cohort
+
+    split_cohort(cohort, out, label=label, test_fraction=test_fraction, n_folds=folds, seed=seed,
+                 keep_in_train=keep_in_train, layout=layout, clinical=clinical)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="vbiopsy")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

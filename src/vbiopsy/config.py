@@ -1,0 +1,82 @@
+"""Configuration: YAML files validated by pydantic models, with one-line errors.
+
+Each pipeline's model lives next to its code (``PhantomConfig`` in :mod:`vbiopsy.data.phantoms`,
+``DemoConfig`` here); this module is the one way to load any of them from YAML, merge command-line
+overrides, and save the resolved config next to a run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from vbiopsy.atomic import write_text_atomic
+from vbiopsy.errors import ConfigError, InputError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per invalid key: ``source: key: message (got value)``."""
+    lines = []
+    for item in err.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(root)"
+        got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
+        lines.append(f"{source}: {key}: {item['msg']}{got}")
+    return "; ".join(lines)
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; raise :class:`InputError` naming the file if it is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(path, f"not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise InputError(path, f"expected a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def build_config(model: type[M], data: dict[str, Any], source: str = "config") -> M:
+    """Validate ``data`` against ``model``; raise :class:`ConfigError` with one line per bad key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(model: type[M], path: str | Path | None = None, **overrides: Any) -> M:
+    """Load ``model`` from a YAML file (optional), then apply the non-``None`` ``overrides``."""
+    data = read_yaml(path) if path is not None else {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    return build_config(model, data, str(path) if path is not None else "options")
+
+
+def save_config(config: BaseModel, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically) so a run can be reproduced from it."""
+    text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    return write_text_atomic(path, text)
+
+
+class DemoConfig(BaseModel):
+    """What ``vbiopsy demo`` runs: a phantom cohort, its check, summary and patient-level splits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_patients: int = Field(40, ge=4, le=2000, description="phantom patients to generate")
+    seed: int = Field(0, description="seed of the cohort and the splits")
+    spacing_mm: float = Field(2.0, ge=1.0, le=8.0, description="isotropic voxel size of the cohort")
+    jobs: int = Field(2, ge=1, le=64, description="worker processes")
+    split_label: str = Field("grade", description="manifest column the splits are stratified on")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    n_folds: int = Field(5, ge=2, le=20)

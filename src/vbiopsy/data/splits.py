@@ -1,0 +1,502 @@
+"""Patient-level train/validation/test splits with a leakage check.
+
+Every session of a patient lands in the same partition: the held-out test set and the
+cross-validation folds are drawn over patients, never over sessions (nnU-Net's per-case default
+puts several scans of one patient in train and val). A split is stored as a human-editable
+``splits.json``; loading it re-runs :meth:`Splits.check`, so a hand edit that leaks a patient is
+refused.
+
+Test selection: labels are constant within a patient (enforced), so a stratified, group-aware
+sample is simply a per-class sample of patients. For each class (sorted), a seeded permutation of its
+sorted patients is drawn and the first ``round(n_class * test_fraction)`` go to test. This is exact
+per class and works for any fraction, unlike taking one fold of ``StratifiedGroupKFold(1/f)``.
+The folds inside the rest come from :class:`sklearn.model_selection.StratifiedGroupKFold`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import numbers
+import warnings
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vbiopsy.atomic import write_text_atomic
+from vbiopsy.errors import ConfigError, InputError, LeakageError
+
+FORMAT = "vbiopsy.splits/1"
+MISSING_LABEL = "<missing>"
+_TOP_KEYS = ("format", "test", "folds", "info")
+
+
+class _Missing:
+    """Sentinel for a missing label (None / NaN), its own stratum."""
+
+    def __repr__(self) -> str:
+        return MISSING_LABEL
+
+
+_MISSING = _Missing()
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One cross-validation fold: subject IDs to train on and to validate on."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A patient-level split: held-out ``test`` subjects and cross-validation ``folds`` of the rest.
+
+    ``info`` records how the split was made (seed, stratify column, fractions, policy options,
+    per-class patient counts per partition, ``sessions_by_patient`` for multi-session patients,
+    creating version). It is informative, except ``sessions_by_patient``, which :meth:`check`
+    uses as the patient grouping when no explicit mapping is given.
+    """
+
+    test: tuple[str, ...]
+    folds: tuple[Fold, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def subjects(self) -> tuple[str, ...]:
+        """All subject IDs of the split, sorted."""
+        ids = set(self.test)
+        for fold in self.folds:
+            ids.update(fold.train, fold.val)
+        return tuple(sorted(ids))
+
+    def to_json(self) -> str:
+        """The split as indented JSON: ``format``, ``test``, ``folds``, ``info`` (keys sorted)."""
+        data = {
+            "format": FORMAT,
+            "test": list(self.test),
+            "folds": [{"train": list(f.train), "val": list(f.val)} for f in self.folds],
+            "info": _sorted_keys(self.info),
+        }
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(
+        cls,
+        text: str,
+        source: str | Path = "splits.json",
+        *,
+        subject_to_patient: Mapping[str, str] | None = None,
+        all_subjects: Iterable[str] | None = None,
+    ) -> Splits:
+        """Parse and :meth:`check` a split; ``source`` names the file in error messages.
+
+        Raises:
+            InputError: malformed JSON, wrong structure, duplicates, unknown IDs, broken k-fold.
+            LeakageError: a patient in two partitions that must be disjoint.
+        """
+        where = str(source)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(where, f"not valid JSON (line {err.lineno} column {err.colno}: {err.msg})") from None
+        if not isinstance(data, dict):
+            raise InputError(where, f"expected a JSON object with 'test' and 'folds', found {_kind(data)}")
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise InputError(where, f"unknown key {key!r} (expected {', '.join(_TOP_KEYS)})")
+        if data.get("format", FORMAT) != FORMAT:
+            raise InputError(where, f"unsupported format {data['format']!r} (expected {FORMAT!r})")
+        for key in ("test", "folds"):
+            if key not in data:
+                raise InputError(where, f"missing key {key!r}")
+        test = _id_list(data["test"], "test", where)
+        if not isinstance(data["folds"], list):
+            raise InputError(where, f"'folds' must be a list of {{train, val}} objects, found {_kind(data['folds'])}")
+        folds = []
+        for i, item in enumerate(data["folds"]):
+            if not isinstance(item, dict) or set(item) != {"train", "val"}:
+                found = sorted(item) if isinstance(item, dict) else _kind(item)
+                raise InputError(where, f"fold {i} must be an object with exactly 'train' and 'val', found {found}")
+            folds.append(Fold(_id_list(item["train"], f"fold {i} train", where), _id_list(item["val"], f"fold {i} val", where)))
+        info = data.get("info", {})
+        if not isinstance(info, dict):
+            raise InputError(where, f"'info' must be an object, found {_kind(info)}")
+        splits = cls(test=test, folds=tuple(folds), info=info)
+        splits.check(subject_to_patient, all_subjects, source=where)
+        return splits
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_json` to ``path`` atomically and return the path."""
+        try:
+            return write_text_atomic(path, self.to_json())
+        except OSError as err:
+            raise InputError(path, f"cannot write split file ({err.strerror or err})") from None
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        subject_to_patient: Mapping[str, str] | None = None,
+        all_subjects: Iterable[str] | None = None,
+    ) -> Splits:
+        """Read and :meth:`check` a split file (see :meth:`from_json`)."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+            raise InputError(path, f"cannot read split file ({reason})") from None
+        return cls.from_json(text, path, subject_to_patient=subject_to_patient, all_subjects=all_subjects)
+
+    def check(
+        self,
+        subject_to_patient: Mapping[str, str] | None = None,
+        all_subjects: Iterable[str] | None = None,
+        *,
+        source: str | Path = "splits",
+    ) -> None:
+        """Verify the split is leak-free and a proper k-fold split; raise on the first problem.
+
+        Patients are grouped by ``subject_to_patient`` when given, else by ``info``'s recorded
+        ``sessions_by_patient``, else each subject is its own patient.
+
+        Raises:
+            InputError: duplicates in a list, IDs not in ``all_subjects``, fewer than 2 folds, a
+                fold whose train ∪ val is not the non-test set, overlapping or non-covering val sets.
+            LeakageError: a patient in test and in a fold, or in train and val of one fold.
+        """
+        where = str(source)
+        named = [("test", self.test)]
+        for i, fold in enumerate(self.folds):
+            named += [(f"fold {i} train", fold.train), (f"fold {i} val", fold.val)]
+        if len(self.folds) < 2:
+            raise InputError(where, f"a split needs at least 2 folds, found {len(self.folds)}")
+        for name, ids in named:
+            seen: set[str] = set()
+            for sid in ids:
+                if sid in seen:
+                    raise InputError(where, f"subject {sid!r} is listed twice in {name}")
+                seen.add(sid)
+        known = None if all_subjects is None else set(all_subjects)
+        if known is not None:
+            for name, ids in named:
+                for sid in ids:
+                    if sid not in known:
+                        raise InputError(where, f"unknown subject {sid!r} in {name} (not in the cohort)")
+        mapping = subject_to_patient if subject_to_patient is not None else _recorded_patients(self.info, where)
+        try:
+            for i, fold in enumerate(self.folds):
+                assert_no_leakage(("test", self.test), (f"fold {i} train", fold.train),
+                                  (f"fold {i} val", fold.val), subject_to_patient=mapping)
+        except LeakageError as err:
+            raise LeakageError(f"{where}: {err}") from None
+        test = set(self.test)
+        in_folds = {sid for fold in self.folds for sid in (*fold.train, *fold.val)}
+        rest = (known - test) if known is not None else in_folds
+        for sid in sorted(rest - in_folds):
+            raise InputError(where, f"subject {sid!r} of the cohort is in no partition (not in test or any fold)")
+        for i, fold in enumerate(self.folds):
+            for sid in sorted(rest - set(fold.train) - set(fold.val)):
+                raise InputError(where, f"subject {sid!r} is in neither train nor val of fold {i}; "
+                                 "every fold must hold all non-test subjects")
+        val_fold: dict[str, int] = {}
+        for i, fold in enumerate(self.folds):
+            for sid in fold.val:
+                if sid in val_fold:
+                    raise InputError(where, f"subject {sid!r} is in the val set of fold {val_fold[sid]} and of "
+                                     f"fold {i}; val sets must be disjoint")
+                val_fold[sid] = i
+        for sid in sorted(rest - set(val_fold)):
+            raise InputError(where, f"subject {sid!r} is in no fold's val set; val sets must cover the non-test subjects")
+
+
+def assert_no_leakage(
+    *partitions: tuple[str, Iterable[str]],
+    subject_to_patient: Mapping[str, str] | None = None,
+) -> None:
+    """Raise :class:`LeakageError` if one patient has subjects in two of the named ``partitions``.
+
+    Args:
+        partitions: ``(name, subject_ids)`` pairs that must not share a patient.
+        subject_to_patient: patient of each subject; subjects missing from it are their own patient.
+    """
+    mapping = subject_to_patient or {}
+    owner: dict[str, tuple[str, str]] = {}
+    for name, ids in partitions:
+        for sid in ids:
+            pid = mapping.get(sid, sid)
+            first = owner.setdefault(pid, (name, sid))
+            if first[0] != name:
+                who = f"subject {sid!r}" if pid == sid == first[1] else f"patient {pid!r}"
+                raise LeakageError(f"{who} is in both {first[0]} (subject {first[1]!r}) and {name} (subject {sid!r})")
+
+
+def make_splits(
+    subject_ids: Sequence[str],
+    labels: Sequence[object | None],
+    *,
+    patient_ids: Sequence[str] | None = None,
+    test_fraction: float = 0.2,
+    n_folds: int = 5,
+    seed: int = 0,
+    keep_in_train: Collection[object] = (),
+    stratify_name: str = "label",
+) -> Splits:
+    """Make a seeded, label-stratified, patient-level test set and k folds over the rest.
+
+    Args:
+        subject_ids: one ID per session, unique.
+        labels: the stratification label of each session (``None``/NaN = missing, its own stratum).
+            Sessions of one patient must not carry different non-missing labels.
+        patient_ids: grouping key of each session (default: the subject ID).
+        test_fraction: share of each class's patients held out (``0`` = no test set).
+        n_folds: number of cross-validation folds over the non-test patients.
+        seed: seeds both the test draw and the folds; same inputs and seed give the same split
+            whatever the input order.
+        keep_in_train: label values (``None`` for missing) never put in the test set and exempt
+            from the minimum-patients-per-class rule.
+        stratify_name: name of the label column, for ``info`` and messages.
+
+    Raises:
+        ConfigError: bad ``test_fraction``/``n_folds``/``seed``/``keep_in_train``, fewer patients than
+            folds, or a class too rare to stratify that is not in ``keep_in_train``.
+        InputError: unequal lengths, duplicate subject IDs, conflicting labels within a patient.
+    """
+    _check_options(test_fraction, n_folds, seed)
+    subjects = _str_list(subject_ids, "subject_ids")
+    groups = subjects if patient_ids is None else _str_list(patient_ids, "patient_ids")
+    for name, values in (("labels", labels), ("patient_ids", groups)):
+        if len(values) != len(subjects):
+            raise InputError("make_splits", f"{len(values)} {name} for {len(subjects)} subject IDs")
+    order = sorted(range(len(subjects)), key=lambda i: subjects[i])
+    sessions: dict[str, list[str]] = {}
+    label_of: dict[str, object] = {}
+    first_sid: dict[str, str] = {}
+    for i in order:
+        sid, pid, lab = subjects[i], groups[i], _norm_label(labels[i], subjects[i])
+        if sid in first_sid:
+            raise InputError("subject_ids", f"duplicate subject ID {sid!r}")
+        first_sid[sid] = pid
+        sessions.setdefault(pid, []).append(sid)
+        prev = label_of.get(pid, _MISSING)
+        if prev is not _MISSING and lab is not _MISSING and lab != prev:
+            raise InputError("labels", f"patient {pid!r} has sessions with different {stratify_name} values: "
+                             f"{prev!r} and {lab!r} (subject {sid!r})")
+        if lab is not _MISSING or pid not in label_of:
+            label_of[pid] = lab
+    if len(sessions) < n_folds:
+        raise ConfigError(f"only {len(sessions)} patients for n_folds={n_folds}; need at least one patient per fold")
+    classes = _classes(label_of, stratify_name)
+    keep = _keep_keys(keep_in_train, classes, stratify_name)
+    _check_class_sizes(classes, keep, test_fraction, n_folds, stratify_name)
+
+    rng = np.random.default_rng(seed)
+    test_patients: set[str] = set()
+    for name, pts in classes.items():
+        perm = rng.permutation(len(pts))  # drawn for every class so keep_in_train changes only its own class
+        if name not in keep:
+            test_patients.update(pts[j] for j in perm[:_n_test(len(pts), test_fraction)])
+    if test_fraction > 0 and not test_patients:
+        raise ConfigError("every class is in keep_in_train, so no patient can go to the test set; use test_fraction=0")
+    test = tuple(sorted(s for p in test_patients for s in sessions[p]))
+    rest = sorted(s for p in sessions if p not in test_patients for s in sessions[p])
+    folds = _make_folds(rest, first_sid, label_of, classes, n_folds, seed)
+
+    def count(pids: Iterable[str]) -> dict[str, int]:
+        pset = set(pids)
+        return {name: sum(p in pset for p in pts) for name, pts in classes.items()}
+
+    from vbiopsy import __version__
+
+    missing_pts = classes.get(MISSING_LABEL, [])
+    info: dict[str, Any] = {
+        "created_with": f"vbiopsy {__version__}",
+        "seed": seed,
+        "stratify": stratify_name,
+        "test_fraction": float(test_fraction),
+        "n_folds": n_folds,
+        "group_by": "subject_id" if patient_ids is None else "patient_id",
+        "policy": {
+            "keep_in_train": [_jsonable(classes_value) for classes_value in _keep_values(keep_in_train)],
+            "missing_labels": f"own stratum {MISSING_LABEL!r}",
+            "test_selection": "per class: seeded sample of round(n_patients * test_fraction) patients",
+            "folds": "StratifiedGroupKFold(shuffle=True, random_state=seed) over non-test subjects",
+        },
+        "n_subjects": len(subjects),
+        "n_patients": len(sessions),
+        "missing_labels": {"patients": len(missing_pts), "subjects": sum(len(sessions[p]) for p in missing_pts)},
+        "counts": {
+            "unit": "patients",
+            "all": count(sessions),
+            "test": count(test_patients),
+            "folds": [{"train": count(first_sid[s] for s in f.train), "val": count(first_sid[s] for s in f.val)}
+                      for f in folds],
+        },
+        "sessions_by_patient": {p: s for p, s in sorted(sessions.items()) if len(s) > 1},
+    }
+    splits = Splits(test=test, folds=folds, info=info)
+    splits.check(first_sid, subjects, source="make_splits")
+    return splits
+
+
+def min_patients_per_class(test_fraction: float, n_folds: int) -> int:
+    """Fewest patients a stratified class needs: one in test (when ``test_fraction > 0``), one per val fold."""
+    if test_fraction <= 0:
+        return n_folds
+    n = max(1, math.floor((n_folds - 0.5) / (1 - test_fraction)), math.floor(0.5 / test_fraction))
+    while _n_test(n, test_fraction) < 1 or n - _n_test(n, test_fraction) < n_folds:
+        n += 1
+    return n
+
+
+def _n_test(n: int, fraction: float) -> int:
+    return math.floor(n * fraction + 0.5)
+
+
+def _make_folds(rest: list[str], patient_of: Mapping[str, str], label_of: Mapping[str, object],
+                classes: Mapping[str, list[str]], n_folds: int, seed: int) -> tuple[Fold, ...]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    code = {p: i for i, pts in enumerate(classes.values()) for p in pts}
+    y = np.array([code[patient_of[s]] for s in rest])
+    grp = np.array([patient_of[s] for s in rest])
+    if len(set(grp)) < n_folds:
+        raise ConfigError(f"only {len(set(grp))} patients left outside the test set for n_folds={n_folds}")
+    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = []
+    with warnings.catch_warnings():  # classes in keep_in_train may be rarer than n_folds, by choice
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        for i, (tr, va) in enumerate(cv.split(np.zeros((len(rest), 1)), y, grp)):
+            if len(va) == 0:
+                raise ConfigError(f"fold {i} got no validation patient; use fewer folds")
+            folds.append(Fold(tuple(sorted(rest[j] for j in tr)), tuple(sorted(rest[j] for j in va))))
+    return tuple(folds)
+
+
+def _check_options(test_fraction: float, n_folds: int, seed: int) -> None:
+    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or n_folds < 2:
+        raise ConfigError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real)
+            or not 0 <= test_fraction < 1):
+        raise ConfigError(f"test_fraction must be a number with 0 <= test_fraction < 1, got {test_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+
+
+def _check_class_sizes(classes: Mapping[str, list[str]], keep: set[str], test_fraction: float,
+                       n_folds: int, stratify_name: str) -> None:
+    need = min_patients_per_class(test_fraction, n_folds)
+    rare = [(name, len(pts)) for name, pts in classes.items() if name not in keep and len(pts) < need]
+    if not rare:
+        return
+    what = ", ".join(f"{name!r} has {n} patient{'s' * (n != 1)}" for name, n in rare)
+    why = (f"1 test patient and {n_folds} for the folds" if test_fraction > 0
+           else f"one per validation fold")
+    keys = [None if name == MISSING_LABEL else name for name, _ in rare]
+    raise ConfigError(
+        f"{stratify_name} class {what}; stratifying with test_fraction={test_fraction} and n_folds={n_folds} "
+        f"needs at least {need} per class ({why}). Pass keep_in_train={keys!r} to keep them in training "
+        "(never in test), or use fewer folds")
+
+
+def _classes(label_of: Mapping[str, object], stratify_name: str) -> dict[str, list[str]]:
+    """Sorted patients per class, keyed by the label's display string (classes sorted)."""
+    classes: dict[str, list[str]] = {}
+    value: dict[str, object] = {}
+    for pid in sorted(label_of):
+        lab = label_of[pid]
+        name = MISSING_LABEL if lab is _MISSING else str(lab)
+        if name in value and value[name] != lab:
+            raise InputError("labels", f"{stratify_name} values {value[name]!r} and {lab!r} print the same; "
+                             "use one type for the labels")
+        value[name] = lab
+        classes.setdefault(name, []).append(pid)
+    return {name: classes[name] for name in sorted(classes)}
+
+
+def _keep_values(keep_in_train: Collection[object]) -> list[object]:
+    if isinstance(keep_in_train, (str, bytes)):
+        raise ConfigError(f"keep_in_train must be a collection of label values, got the string {keep_in_train!r}")
+    return [_norm_label(v, "keep_in_train") for v in keep_in_train]
+
+
+def _keep_keys(keep_in_train: Collection[object], classes: Mapping[str, list[str]], stratify_name: str) -> set[str]:
+    keys = set()
+    for v in _keep_values(keep_in_train):
+        name = MISSING_LABEL if v is _MISSING else str(v)
+        if name not in classes:
+            raise ConfigError(f"keep_in_train value {v!r} matches no {stratify_name} value "
+                              f"(present: {', '.join(classes)})")
+        keys.add(name)
+    return keys
+
+
+def _norm_label(value: object, where: str) -> object:
+    """Missing (None, NaN, pandas NA) -> sentinel; numpy scalars -> Python; must be hashable."""
+    if value is None or value is _MISSING or type(value).__name__ == "NAType":
+        return _MISSING
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return _MISSING
+    try:
+        hash(value)
+    except TypeError:
+        raise InputError(where, f"label {value!r} is not a single value") from None
+    return value
+
+
+def _str_list(values: Sequence[str], name: str) -> list[str]:
+    out = list(values)
+    for v in out:
+        if not isinstance(v, str) or not v:
+            raise InputError(name, f"IDs must be non-empty strings, got {v!r}")
+    return out
+
+
+def _id_list(value: object, name: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise InputError(where, f"{name} must be a list of subject IDs, found {_kind(value)}")
+    for v in value:
+        if not isinstance(v, str) or not v:
+            raise InputError(where, f"{name} must hold non-empty subject ID strings, found {v!r}")
+    return tuple(value)
+
+
+def _recorded_patients(info: Mapping[str, Any], where: str) -> dict[str, str]:
+    recorded = info.get("sessions_by_patient", {})
+    bad = InputError(where, "info.sessions_by_patient must map patient IDs to lists of subject IDs")
+    if not isinstance(recorded, dict):
+        raise bad
+    mapping: dict[str, str] = {}
+    for pid, sids in recorded.items():
+        if not isinstance(sids, list) or not all(isinstance(s, str) for s in sids):
+            raise bad
+        for sid in sids:
+            if mapping.setdefault(sid, pid) != pid:
+                raise InputError(where, f"info.sessions_by_patient lists subject {sid!r} under "
+                                 f"patients {mapping[sid]!r} and {pid!r}")
+    return mapping
+
+
+def _jsonable(value: object) -> Any:
+    if value is _MISSING:
+        return None
+    return value if isinstance(value, (str, int, float, bool)) else str(value)
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _sorted_keys(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (list, tuple)):
+        return [_sorted_keys(v) for v in value]
+    return value
+
+
+def _kind(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", type(None): "null"}.get(type(value), type(value).__name__)

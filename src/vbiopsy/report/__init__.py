@@ -1,0 +1,1 @@
+"""Reports: terminal tables, figures and (later) self-contained HTML."""

@@ -1,0 +1,68 @@
+"""Static figures (matplotlib, Agg backend) written as PNG files."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from vbiopsy.atomic import atomic_path
+
+SEG_COLOURS: dict[int, tuple[float, float, float]] = {
+    1: (0.85, 0.2, 0.2), 2: (0.2, 0.75, 0.3), 3: (0.95, 0.85, 0.1), 4: (0.3, 0.5, 0.95),
+}
+"""BraTS 2024 label → RGB used in every overlay (NETC red, SNFH green, ET yellow, RC blue)."""
+
+
+def tumour_slice_index(seg: np.ndarray | None, axis: int = 2) -> int:
+    """Index of the slice along ``axis`` with the most tumour voxels (the middle one if none)."""
+    if seg is None or not np.any(seg):
+        return seg.shape[axis] // 2 if seg is not None else 0
+    other = tuple(a for a in range(seg.ndim) if a != axis)
+    return int(np.argmax(np.count_nonzero(seg, axis=other)))
+
+
+def modality_montage(
+    images: Mapping[str, np.ndarray],
+    seg: np.ndarray | None,
+    out: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """Axial slice through the tumour for each modality (RAS arrays), with the segmentation outlined.
+
+    Args:
+        images: modality name → 3-D array (X, Y, Z) in canonical RAS, all on one grid.
+        seg: BraTS 2024 labels on the same grid, or ``None``.
+        out: PNG path (written atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not images:
+        raise ValueError("modality_montage needs at least one image")
+    first = next(iter(images.values()))
+    z = tumour_slice_index(seg) if seg is not None else first.shape[2] // 2
+    fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 3.0), squeeze=False)
+    for ax, (name, vol) in zip(axes[0], images.items()):
+        sl = vol[:, :, z].T  # rows = anterior-posterior, so display with origin lower
+        lo, hi = np.percentile(sl, [1, 99.5]) if np.any(sl) else (0.0, 1.0)
+        ax.imshow(sl, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
+        if seg is not None:
+            labels = seg[:, :, z].T
+            for value, colour in SEG_COLOURS.items():
+                if np.any(labels == value):
+                    ax.contour(labels == value, levels=[0.5], colors=[colour], linewidths=0.8)
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
