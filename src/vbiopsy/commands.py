@@ -28,6 +28,11 @@ console = Console(stderr=True)
 """Progress and tables go to stderr; stdout carries only what scripts may parse."""
 
 
+def say(line: str) -> None:
+    """Print one unwrapped, unstyled line on stderr (problems must stay one line each)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar; yields a ``callback(done, total)`` for library functions."""
@@ -96,11 +101,11 @@ def check_and_summarise(
     if not quiet:
         print_summary(summary, console)
         for warning in result.warnings:
-            console.print(f"warning: {warning}", markup=False, highlight=False)
+            say(f"warning: {warning}")
         for problem in result.problems:
-            console.print(f"problem: {problem}", markup=False, highlight=False)
+            say(f"problem: {problem}")
         verdict = "no problems" if result.ok else f"{len(result.problems)} problems"
-        console.print(f"{len(manifest)} subjects checked: {verdict}", markup=False)
+        say(f"{len(manifest)} subjects checked: {verdict}")
     return result
 
 

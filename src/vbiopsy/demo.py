@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from vbiopsy.atomic import write_text_atomic
-from vbiopsy.commands import check_and_summarise, console, generate_phantoms, prepare_output_dir
+from vbiopsy.commands import check_and_summarise, generate_phantoms, prepare_output_dir, say
 from vbiopsy.config import DemoConfig, save_config
 from vbiopsy.errors import VbiopsyError
 
@@ -80,7 +80,7 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Path]:
                  test_fraction=config.test_fraction, n_folds=config.n_folds, seed=config.seed,
                  keep_in_train=["3"] if config.split_label == "grade" else [])
     elapsed = time.perf_counter() - start
-    console.print(f"demo finished in {elapsed:.1f} s", markup=False)
+    say(f"demo finished in {elapsed:.1f} s")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

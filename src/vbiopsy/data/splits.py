@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from vbiopsy import __version__
 from vbiopsy.atomic import write_text_atomic
 from vbiopsy.errors import ConfigError, InputError, LeakageError
 
@@ -276,12 +277,12 @@ def make_splits(
     order = sorted(range(len(subjects)), key=lambda i: subjects[i])
     sessions: dict[str, list[str]] = {}
     label_of: dict[str, object] = {}
-    first_sid: dict[str, str] = {}
+    patient_of: dict[str, str] = {}
     for i in order:
-        sid, pid, lab = subjects[i], groups[i], _norm_label(labels[i], subjects[i])
-        if sid in first_sid:
+        sid, pid, lab = subjects[i], groups[i], _norm_label(labels[i], f"label of subject {subjects[i]!r}")
+        if sid in patient_of:
             raise InputError("subject_ids", f"duplicate subject ID {sid!r}")
-        first_sid[sid] = pid
+        patient_of[sid] = pid
         sessions.setdefault(pid, []).append(sid)
         prev = label_of.get(pid, _MISSING)
         if prev is not _MISSING and lab is not _MISSING and lab != prev:
@@ -291,9 +292,9 @@ def make_splits(
             label_of[pid] = lab
     if len(sessions) < n_folds:
         raise ConfigError(f"only {len(sessions)} patients for n_folds={n_folds}; need at least one patient per fold")
-    classes = _classes(label_of, stratify_name)
-    keep = _keep_keys(keep_in_train, classes, stratify_name)
-    _check_class_sizes(classes, keep, test_fraction, n_folds, stratify_name)
+    classes, class_value = _classes(label_of, stratify_name)
+    keep = _keep_keys(keep_in_train, class_value, stratify_name)
+    _check_class_sizes(classes, class_value, keep, test_fraction, n_folds, stratify_name)
 
     rng = np.random.default_rng(seed)
     test_patients: set[str] = set()
@@ -305,13 +306,11 @@ def make_splits(
         raise ConfigError("every class is in keep_in_train, so no patient can go to the test set; use test_fraction=0")
     test = tuple(sorted(s for p in test_patients for s in sessions[p]))
     rest = sorted(s for p in sessions if p not in test_patients for s in sessions[p])
-    folds = _make_folds(rest, first_sid, label_of, classes, n_folds, seed)
+    folds = _make_folds(rest, patient_of, label_of, classes, n_folds, seed)
 
     def count(pids: Iterable[str]) -> dict[str, int]:
         pset = set(pids)
         return {name: sum(p in pset for p in pts) for name, pts in classes.items()}
-
-    from vbiopsy import __version__
 
     missing_pts = classes.get(MISSING_LABEL, [])
     info: dict[str, Any] = {
@@ -322,7 +321,7 @@ def make_splits(
         "n_folds": n_folds,
         "group_by": "subject_id" if patient_ids is None else "patient_id",
         "policy": {
-            "keep_in_train": [_jsonable(classes_value) for classes_value in _keep_values(keep_in_train)],
+            "keep_in_train": [_jsonable(v) for v in _keep_values(keep_in_train)],
             "missing_labels": f"own stratum {MISSING_LABEL!r}",
             "test_selection": "per class: seeded sample of round(n_patients * test_fraction) patients",
             "folds": "StratifiedGroupKFold(shuffle=True, random_state=seed) over non-test subjects",
@@ -334,13 +333,13 @@ def make_splits(
             "unit": "patients",
             "all": count(sessions),
             "test": count(test_patients),
-            "folds": [{"train": count(first_sid[s] for s in f.train), "val": count(first_sid[s] for s in f.val)}
+            "folds": [{"train": count(patient_of[s] for s in f.train), "val": count(patient_of[s] for s in f.val)}
                       for f in folds],
         },
         "sessions_by_patient": {p: s for p, s in sorted(sessions.items()) if len(s) > 1},
     }
     splits = Splits(test=test, folds=folds, info=info)
-    splits.check(first_sid, subjects, source="make_splits")
+    splits.check(patient_of, subjects, source="make_splits")
     return splits
 
 
@@ -388,8 +387,8 @@ def _check_options(test_fraction: float, n_folds: int, seed: int) -> None:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
 
 
-def _check_class_sizes(classes: Mapping[str, list[str]], keep: set[str], test_fraction: float,
-                       n_folds: int, stratify_name: str) -> None:
+def _check_class_sizes(classes: Mapping[str, list[str]], class_value: Mapping[str, object], keep: set[str],
+                       test_fraction: float, n_folds: int, stratify_name: str) -> None:
     need = min_patients_per_class(test_fraction, n_folds)
     rare = [(name, len(pts)) for name, pts in classes.items() if name not in keep and len(pts) < need]
     if not rare:
@@ -397,15 +396,15 @@ def _check_class_sizes(classes: Mapping[str, list[str]], keep: set[str], test_fr
     what = ", ".join(f"{name!r} has {n} patient{'s' * (n != 1)}" for name, n in rare)
     why = (f"1 test patient and {n_folds} for the folds" if test_fraction > 0
            else f"one per validation fold")
-    keys = [None if name == MISSING_LABEL else name for name, _ in rare]
+    keys = [_jsonable(class_value[name]) for name, _ in rare]
     raise ConfigError(
         f"{stratify_name} class {what}; stratifying with test_fraction={test_fraction} and n_folds={n_folds} "
         f"needs at least {need} per class ({why}). Pass keep_in_train={keys!r} to keep them in training "
         "(never in test), or use fewer folds")
 
 
-def _classes(label_of: Mapping[str, object], stratify_name: str) -> dict[str, list[str]]:
-    """Sorted patients per class, keyed by the label's display string (classes sorted)."""
+def _classes(label_of: Mapping[str, object], stratify_name: str) -> tuple[dict[str, list[str]], dict[str, object]]:
+    """Sorted patients per class keyed by the label's display string (classes sorted), and each class's value."""
     classes: dict[str, list[str]] = {}
     value: dict[str, object] = {}
     for pid in sorted(label_of):
@@ -416,7 +415,7 @@ def _classes(label_of: Mapping[str, object], stratify_name: str) -> dict[str, li
                              "use one type for the labels")
         value[name] = lab
         classes.setdefault(name, []).append(pid)
-    return {name: classes[name] for name in sorted(classes)}
+    return {name: classes[name] for name in sorted(classes)}, value
 
 
 def _keep_values(keep_in_train: Collection[object]) -> list[object]:
@@ -425,14 +424,16 @@ def _keep_values(keep_in_train: Collection[object]) -> list[object]:
     return [_norm_label(v, "keep_in_train") for v in keep_in_train]
 
 
-def _keep_keys(keep_in_train: Collection[object], classes: Mapping[str, list[str]], stratify_name: str) -> set[str]:
+def _keep_keys(keep_in_train: Collection[object], class_value: Mapping[str, object], stratify_name: str) -> set[str]:
+    """Class names matched by ``keep_in_train`` (by equality, or by printed form: 3 matches 3.0 and '3')."""
     keys = set()
     for v in _keep_values(keep_in_train):
-        name = MISSING_LABEL if v is _MISSING else str(v)
-        if name not in classes:
+        shown = MISSING_LABEL if v is _MISSING else str(v)
+        hits = {name for name, cv in class_value.items() if name == shown or (cv is not _MISSING and cv == v)}
+        if not hits:
             raise ConfigError(f"keep_in_train value {v!r} matches no {stratify_name} value "
-                              f"(present: {', '.join(classes)})")
-        keys.add(name)
+                              f"(present: {', '.join(class_value)})")
+        keys |= hits
     return keys
 
 
