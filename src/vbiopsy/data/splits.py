@@ -7,9 +7,9 @@ puts several scans of one patient in train and val). A split is stored as a huma
 refused.
 
 Test selection: labels are constant within a patient (enforced), so a stratified, group-aware
-sample is simply a per-class sample of patients. For each class (sorted), a seeded permutation of its
-sorted patients is drawn and the first ``round(n_class * test_fraction)`` go to test. This is exact
-per class and works for any fraction, unlike taking one fold of ``StratifiedGroupKFold(1/f)``.
+sample is a per-class sample of patients. For each class (sorted), a seeded permutation of its sorted
+patients is drawn and the first ``round(n_class * test_fraction)`` go to test. This is exact per
+class and works for any fraction, unlike taking one fold of ``StratifiedGroupKFold(round(1/f))``.
 The folds inside the rest come from :class:`sklearn.model_selection.StratifiedGroupKFold`.
 """
 
@@ -36,7 +36,7 @@ _TOP_KEYS = ("format", "test", "folds", "info")
 
 
 class _Missing:
-    """Sentinel for a missing label (None / NaN), its own stratum."""
+    """Sentinel for a missing label (None / NaN / pandas NA): its own stratum."""
 
     def __repr__(self) -> str:
         return MISSING_LABEL
@@ -55,12 +55,11 @@ class Fold:
 
 @dataclass(frozen=True)
 class Splits:
-    """A patient-level split: held-out ``test`` subjects and cross-validation ``folds`` of the rest.
+    """A patient-level split: held-out ``test`` subject IDs and cross-validation ``folds`` of the rest.
 
-    ``info`` records how the split was made (seed, stratify column, fractions, policy options,
-    per-class patient counts per partition, ``sessions_by_patient`` for multi-session patients,
-    creating version). It is informative, except ``sessions_by_patient``, which :meth:`check`
-    uses as the patient grouping when no explicit mapping is given.
+    ``info`` records how the split was made (seed, stratify column, options, per-class patient
+    counts per partition, version). Its ``sessions_by_patient`` (patients with several sessions) is
+    the grouping :meth:`check` uses when no explicit ``subject_to_patient`` is given.
     """
 
     test: tuple[str, ...]
@@ -70,34 +69,26 @@ class Splits:
     @property
     def subjects(self) -> tuple[str, ...]:
         """All subject IDs of the split, sorted."""
-        ids = set(self.test)
-        for fold in self.folds:
-            ids.update(fold.train, fold.val)
-        return tuple(sorted(ids))
+        return tuple(sorted({*self.test, *(s for f in self.folds for s in (*f.train, *f.val))}))
 
     def to_json(self) -> str:
-        """The split as indented JSON: ``format``, ``test``, ``folds``, ``info`` (keys sorted)."""
+        """Indented JSON: ``format``, ``test``, ``folds``, then ``info`` with sorted keys."""
         data = {
             "format": FORMAT,
             "test": list(self.test),
             "folds": [{"train": list(f.train), "val": list(f.val)} for f in self.folds],
-            "info": _sorted_keys(self.info),
+            "info": json.loads(json.dumps(self.info, sort_keys=True)),
         }
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_json(
-        cls,
-        text: str,
-        source: str | Path = "splits.json",
-        *,
-        subject_to_patient: Mapping[str, str] | None = None,
-        all_subjects: Iterable[str] | None = None,
-    ) -> Splits:
-        """Parse and :meth:`check` a split; ``source`` names the file in error messages.
+    def from_json(cls, text: str, source: str | Path = "splits.json", *,
+                  subject_to_patient: Mapping[str, str] | None = None,
+                  all_subjects: Iterable[str] | None = None) -> Splits:
+        """Parse a split and :meth:`check` it; ``source`` names the file in messages.
 
         Raises:
-            InputError: malformed JSON, wrong structure, duplicates, unknown IDs, broken k-fold.
+            InputError: malformed JSON or structure, or any :meth:`check` input problem.
             LeakageError: a patient in two partitions that must be disjoint.
         """
         where = str(source)
@@ -115,7 +106,6 @@ class Splits:
         for key in ("test", "folds"):
             if key not in data:
                 raise InputError(where, f"missing key {key!r}")
-        test = _id_list(data["test"], "test", where)
         if not isinstance(data["folds"], list):
             raise InputError(where, f"'folds' must be a list of {{train, val}} objects, found {_kind(data['folds'])}")
         folds = []
@@ -123,11 +113,12 @@ class Splits:
             if not isinstance(item, dict) or set(item) != {"train", "val"}:
                 found = sorted(item) if isinstance(item, dict) else _kind(item)
                 raise InputError(where, f"fold {i} must be an object with exactly 'train' and 'val', found {found}")
-            folds.append(Fold(_id_list(item["train"], f"fold {i} train", where), _id_list(item["val"], f"fold {i} val", where)))
+            folds.append(Fold(_id_list(item["train"], f"fold {i} train", where),
+                              _id_list(item["val"], f"fold {i} val", where)))
         info = data.get("info", {})
         if not isinstance(info, dict):
             raise InputError(where, f"'info' must be an object, found {_kind(info)}")
-        splits = cls(test=test, folds=tuple(folds), info=info)
+        splits = cls(test=_id_list(data["test"], "test", where), folds=tuple(folds), info=info)
         splits.check(subject_to_patient, all_subjects, source=where)
         return splits
 
@@ -139,14 +130,9 @@ class Splits:
             raise InputError(path, f"cannot write split file ({err.strerror or err})") from None
 
     @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        subject_to_patient: Mapping[str, str] | None = None,
-        all_subjects: Iterable[str] | None = None,
-    ) -> Splits:
-        """Read and :meth:`check` a split file (see :meth:`from_json`)."""
+    def load(cls, path: str | Path, *, subject_to_patient: Mapping[str, str] | None = None,
+             all_subjects: Iterable[str] | None = None) -> Splits:
+        """Read a split file and :meth:`check` it (see :meth:`from_json`)."""
         try:
             text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:
@@ -154,21 +140,18 @@ class Splits:
             raise InputError(path, f"cannot read split file ({reason})") from None
         return cls.from_json(text, path, subject_to_patient=subject_to_patient, all_subjects=all_subjects)
 
-    def check(
-        self,
-        subject_to_patient: Mapping[str, str] | None = None,
-        all_subjects: Iterable[str] | None = None,
-        *,
-        source: str | Path = "splits",
-    ) -> None:
-        """Verify the split is leak-free and a proper k-fold split; raise on the first problem.
+    def check(self, subject_to_patient: Mapping[str, str] | None = None,
+              all_subjects: Iterable[str] | None = None, *, source: str | Path = "splits") -> None:
+        """Check the split is leak-free and a proper k-fold split; raise on the first problem.
 
-        Patients are grouped by ``subject_to_patient`` when given, else by ``info``'s recorded
-        ``sessions_by_patient``, else each subject is its own patient.
+        Patients are grouped by ``subject_to_patient`` when given, else by ``info``'s
+        ``sessions_by_patient``, else each subject is its own patient. The non-test set is
+        ``all_subjects`` minus test when given, else everything in the folds.
 
         Raises:
-            InputError: duplicates in a list, IDs not in ``all_subjects``, fewer than 2 folds, a
-                fold whose train ∪ val is not the non-test set, overlapping or non-covering val sets.
+            InputError: a subject twice in one list, an ID not in ``all_subjects``, fewer than 2
+                folds, a fold whose train ∪ val is not the non-test set, val sets that overlap or
+                do not cover the non-test set.
             LeakageError: a patient in test and in a fold, or in train and val of one fold.
         """
         where = str(source)
@@ -177,18 +160,15 @@ class Splits:
             named += [(f"fold {i} train", fold.train), (f"fold {i} val", fold.val)]
         if len(self.folds) < 2:
             raise InputError(where, f"a split needs at least 2 folds, found {len(self.folds)}")
+        known = None if all_subjects is None else set(all_subjects)
         for name, ids in named:
             seen: set[str] = set()
             for sid in ids:
                 if sid in seen:
                     raise InputError(where, f"subject {sid!r} is listed twice in {name}")
+                if known is not None and sid not in known:
+                    raise InputError(where, f"unknown subject {sid!r} in {name} (not in the cohort)")
                 seen.add(sid)
-        known = None if all_subjects is None else set(all_subjects)
-        if known is not None:
-            for name, ids in named:
-                for sid in ids:
-                    if sid not in known:
-                        raise InputError(where, f"unknown subject {sid!r} in {name} (not in the cohort)")
         mapping = subject_to_patient if subject_to_patient is not None else _recorded_patients(self.info, where)
         try:
             for i, fold in enumerate(self.folds):
@@ -196,35 +176,30 @@ class Splits:
                                   (f"fold {i} val", fold.val), subject_to_patient=mapping)
         except LeakageError as err:
             raise LeakageError(f"{where}: {err}") from None
-        test = set(self.test)
         in_folds = {sid for fold in self.folds for sid in (*fold.train, *fold.val)}
-        rest = (known - test) if known is not None else in_folds
-        for sid in sorted(rest - in_folds):
+        rest = (known - set(self.test)) if known is not None else in_folds
+        for sid in sorted(rest - in_folds)[:1]:
             raise InputError(where, f"subject {sid!r} of the cohort is in no partition (not in test or any fold)")
-        for i, fold in enumerate(self.folds):
-            for sid in sorted(rest - set(fold.train) - set(fold.val)):
-                raise InputError(where, f"subject {sid!r} is in neither train nor val of fold {i}; "
-                                 "every fold must hold all non-test subjects")
         val_fold: dict[str, int] = {}
         for i, fold in enumerate(self.folds):
+            for sid in sorted(rest - set(fold.train) - set(fold.val))[:1]:
+                raise InputError(where, f"subject {sid!r} is in neither train nor val of fold {i}; "
+                                 "every fold must hold all non-test subjects")
             for sid in fold.val:
                 if sid in val_fold:
                     raise InputError(where, f"subject {sid!r} is in the val set of fold {val_fold[sid]} and of "
                                      f"fold {i}; val sets must be disjoint")
                 val_fold[sid] = i
-        for sid in sorted(rest - set(val_fold)):
-            raise InputError(where, f"subject {sid!r} is in no fold's val set; val sets must cover the non-test subjects")
+        for sid in sorted(rest - set(val_fold))[:1]:
+            raise InputError(where, f"subject {sid!r} is in no fold's val set; val sets must cover the non-test set")
 
 
-def assert_no_leakage(
-    *partitions: tuple[str, Iterable[str]],
-    subject_to_patient: Mapping[str, str] | None = None,
-) -> None:
+def assert_no_leakage(*partitions: tuple[str, Iterable[str]],
+                      subject_to_patient: Mapping[str, str] | None = None) -> None:
     """Raise :class:`LeakageError` if one patient has subjects in two of the named ``partitions``.
 
-    Args:
-        partitions: ``(name, subject_ids)`` pairs that must not share a patient.
-        subject_to_patient: patient of each subject; subjects missing from it are their own patient.
+    ``partitions`` are ``(name, subject_ids)`` pairs; subjects missing from ``subject_to_patient``
+    (or all, when it is ``None``) are their own patient.
     """
     mapping = subject_to_patient or {}
     owner: dict[str, tuple[str, str]] = {}
@@ -248,24 +223,18 @@ def make_splits(
     keep_in_train: Collection[object] = (),
     stratify_name: str = "label",
 ) -> Splits:
-    """Make a seeded, label-stratified, patient-level test set and k folds over the rest.
+    """A seeded, label-stratified, patient-level test set and ``n_folds`` CV folds over the rest.
 
-    Args:
-        subject_ids: one ID per session, unique.
-        labels: the stratification label of each session (``None``/NaN = missing, its own stratum).
-            Sessions of one patient must not carry different non-missing labels.
-        patient_ids: grouping key of each session (default: the subject ID).
-        test_fraction: share of each class's patients held out (``0`` = no test set).
-        n_folds: number of cross-validation folds over the non-test patients.
-        seed: seeds both the test draw and the folds; same inputs and seed give the same split
-            whatever the input order.
-        keep_in_train: label values (``None`` for missing) never put in the test set and exempt
-            from the minimum-patients-per-class rule.
-        stratify_name: name of the label column, for ``info`` and messages.
+    One ``subject_ids``/``labels``/``patient_ids`` entry per session (``patient_ids`` default to
+    the subject IDs). Missing labels (None/NaN) form their own stratum; a patient's sessions may
+    not carry different non-missing labels. ``test_fraction`` of each class's patients is held
+    out (0: no test set). Classes in ``keep_in_train`` (``None`` for missing) never go to test and
+    are exempt from the minimum class size (:func:`min_patients_per_class`). The result depends
+    only on the inputs and ``seed``, not on their order.
 
     Raises:
-        ConfigError: bad ``test_fraction``/``n_folds``/``seed``/``keep_in_train``, fewer patients than
-            folds, or a class too rare to stratify that is not in ``keep_in_train``.
+        ConfigError: a bad option, fewer patients than folds, or a class too rare to stratify
+            that is not in ``keep_in_train``.
         InputError: unequal lengths, duplicate subject IDs, conflicting labels within a patient.
     """
     _check_options(test_fraction, n_folds, seed)
@@ -274,11 +243,10 @@ def make_splits(
     for name, values in (("labels", labels), ("patient_ids", groups)):
         if len(values) != len(subjects):
             raise InputError("make_splits", f"{len(values)} {name} for {len(subjects)} subject IDs")
-    order = sorted(range(len(subjects)), key=lambda i: subjects[i])
     sessions: dict[str, list[str]] = {}
     label_of: dict[str, object] = {}
     patient_of: dict[str, str] = {}
-    for i in order:
+    for i in sorted(range(len(subjects)), key=lambda j: subjects[j]):
         sid, pid, lab = subjects[i], groups[i], _norm_label(labels[i], f"label of subject {subjects[i]!r}")
         if sid in patient_of:
             raise InputError("subject_ids", f"duplicate subject ID {sid!r}")
@@ -293,46 +261,40 @@ def make_splits(
     if len(sessions) < n_folds:
         raise ConfigError(f"only {len(sessions)} patients for n_folds={n_folds}; need at least one patient per fold")
     classes, class_value = _classes(label_of, stratify_name)
-    keep = _keep_keys(keep_in_train, class_value, stratify_name)
+    keep, keep_values = _keep_keys(keep_in_train, class_value, stratify_name)
     _check_class_sizes(classes, class_value, keep, test_fraction, n_folds, stratify_name)
 
     rng = np.random.default_rng(seed)
     test_patients: set[str] = set()
     for name, pts in classes.items():
-        perm = rng.permutation(len(pts))  # drawn for every class so keep_in_train changes only its own class
+        perm = rng.permutation(len(pts))  # drawn for every class: keep_in_train changes only its own class
         if name not in keep:
             test_patients.update(pts[j] for j in perm[:_n_test(len(pts), test_fraction)])
     if test_fraction > 0 and not test_patients:
         raise ConfigError("every class is in keep_in_train, so no patient can go to the test set; use test_fraction=0")
     test = tuple(sorted(s for p in test_patients for s in sessions[p]))
     rest = sorted(s for p in sessions if p not in test_patients for s in sessions[p])
-    folds = _make_folds(rest, patient_of, label_of, classes, n_folds, seed)
+    folds = _make_folds(rest, patient_of, classes, n_folds, seed)
 
     def count(pids: Iterable[str]) -> dict[str, int]:
         pset = set(pids)
         return {name: sum(p in pset for p in pts) for name, pts in classes.items()}
 
-    missing_pts = classes.get(MISSING_LABEL, [])
+    missing = classes.get(MISSING_LABEL, [])
     info: dict[str, Any] = {
-        "created_with": f"vbiopsy {__version__}",
-        "seed": seed,
-        "stratify": stratify_name,
-        "test_fraction": float(test_fraction),
-        "n_folds": n_folds,
+        "created_with": f"vbiopsy {__version__}", "seed": seed, "stratify": stratify_name,
+        "test_fraction": float(test_fraction), "n_folds": n_folds,
         "group_by": "subject_id" if patient_ids is None else "patient_id",
         "policy": {
-            "keep_in_train": [_jsonable(v) for v in _keep_values(keep_in_train)],
+            "keep_in_train": keep_values,
             "missing_labels": f"own stratum {MISSING_LABEL!r}",
             "test_selection": "per class: seeded sample of round(n_patients * test_fraction) patients",
             "folds": "StratifiedGroupKFold(shuffle=True, random_state=seed) over non-test subjects",
         },
-        "n_subjects": len(subjects),
-        "n_patients": len(sessions),
-        "missing_labels": {"patients": len(missing_pts), "subjects": sum(len(sessions[p]) for p in missing_pts)},
+        "n_subjects": len(subjects), "n_patients": len(sessions),
+        "missing_labels": {"patients": len(missing), "subjects": sum(len(sessions[p]) for p in missing)},
         "counts": {
-            "unit": "patients",
-            "all": count(sessions),
-            "test": count(test_patients),
+            "unit": "patients", "all": count(sessions), "test": count(test_patients),
             "folds": [{"train": count(patient_of[s] for s in f.train), "val": count(patient_of[s] for s in f.val)}
                       for f in folds],
         },
@@ -344,7 +306,7 @@ def make_splits(
 
 
 def min_patients_per_class(test_fraction: float, n_folds: int) -> int:
-    """Fewest patients a stratified class needs: one in test (when ``test_fraction > 0``), one per val fold."""
+    """Fewest patients a stratified class needs: 1 in test (if ``test_fraction > 0``) and 1 per val fold."""
     if test_fraction <= 0:
         return n_folds
     n = max(1, math.floor((n_folds - 0.5) / (1 - test_fraction)), math.floor(0.5 / test_fraction))
@@ -354,11 +316,13 @@ def min_patients_per_class(test_fraction: float, n_folds: int) -> int:
 
 
 def _n_test(n: int, fraction: float) -> int:
+    """Test patients of a class of ``n``: ``n * fraction`` rounded half up."""
     return math.floor(n * fraction + 0.5)
 
 
-def _make_folds(rest: list[str], patient_of: Mapping[str, str], label_of: Mapping[str, object],
-                classes: Mapping[str, list[str]], n_folds: int, seed: int) -> tuple[Fold, ...]:
+def _make_folds(rest: list[str], patient_of: Mapping[str, str], classes: Mapping[str, list[str]],
+                n_folds: int, seed: int) -> tuple[Fold, ...]:
+    """``StratifiedGroupKFold`` over the sorted non-test subjects, grouped by patient."""
     from sklearn.model_selection import StratifiedGroupKFold
 
     code = {p: i for i, pts in enumerate(classes.values()) for p in pts}
@@ -380,8 +344,7 @@ def _make_folds(rest: list[str], patient_of: Mapping[str, str], label_of: Mappin
 def _check_options(test_fraction: float, n_folds: int, seed: int) -> None:
     if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral) or n_folds < 2:
         raise ConfigError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    if (isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real)
-            or not 0 <= test_fraction < 1):
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) or not 0 <= test_fraction < 1:
         raise ConfigError(f"test_fraction must be a number with 0 <= test_fraction < 1, got {test_fraction!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2**32), got {seed!r}")
@@ -394,8 +357,7 @@ def _check_class_sizes(classes: Mapping[str, list[str]], class_value: Mapping[st
     if not rare:
         return
     what = ", ".join(f"{name!r} has {n} patient{'s' * (n != 1)}" for name, n in rare)
-    why = (f"1 test patient and {n_folds} for the folds" if test_fraction > 0
-           else f"one per validation fold")
+    why = f"1 test patient and {n_folds} for the folds" if test_fraction > 0 else "one per validation fold"
     keys = [_jsonable(class_value[name]) for name, _ in rare]
     raise ConfigError(
         f"{stratify_name} class {what}; stratifying with test_fraction={test_fraction} and n_folds={n_folds} "
@@ -404,37 +366,36 @@ def _check_class_sizes(classes: Mapping[str, list[str]], class_value: Mapping[st
 
 
 def _classes(label_of: Mapping[str, object], stratify_name: str) -> tuple[dict[str, list[str]], dict[str, object]]:
-    """Sorted patients per class keyed by the label's display string (classes sorted), and each class's value."""
+    """Sorted patients per class keyed by the label's printed form (classes sorted), and each class's value."""
     classes: dict[str, list[str]] = {}
     value: dict[str, object] = {}
     for pid in sorted(label_of):
         lab = label_of[pid]
         name = MISSING_LABEL if lab is _MISSING else str(lab)
-        if name in value and value[name] != lab:
+        if value.setdefault(name, lab) != lab:
             raise InputError("labels", f"{stratify_name} values {value[name]!r} and {lab!r} print the same; "
                              "use one type for the labels")
-        value[name] = lab
         classes.setdefault(name, []).append(pid)
     return {name: classes[name] for name in sorted(classes)}, value
 
 
-def _keep_values(keep_in_train: Collection[object]) -> list[object]:
+def _keep_keys(keep_in_train: Collection[object], class_value: Mapping[str, object],
+               stratify_name: str) -> tuple[set[str], list[Any]]:
+    """Class names matched by ``keep_in_train`` (by equality or printed form: 3 matches 3.0 and '3'),
+    and the values as JSON for ``info``."""
     if isinstance(keep_in_train, (str, bytes)):
         raise ConfigError(f"keep_in_train must be a collection of label values, got the string {keep_in_train!r}")
-    return [_norm_label(v, "keep_in_train") for v in keep_in_train]
-
-
-def _keep_keys(keep_in_train: Collection[object], class_value: Mapping[str, object], stratify_name: str) -> set[str]:
-    """Class names matched by ``keep_in_train`` (by equality, or by printed form: 3 matches 3.0 and '3')."""
-    keys = set()
-    for v in _keep_values(keep_in_train):
+    keys, values = set(), []
+    for raw in keep_in_train:
+        v = _norm_label(raw, "keep_in_train")
         shown = MISSING_LABEL if v is _MISSING else str(v)
         hits = {name for name, cv in class_value.items() if name == shown or (cv is not _MISSING and cv == v)}
         if not hits:
             raise ConfigError(f"keep_in_train value {v!r} matches no {stratify_name} value "
                               f"(present: {', '.join(class_value)})")
         keys |= hits
-    return keys
+        values.append(_jsonable(v))
+    return keys, values
 
 
 def _norm_label(value: object, where: str) -> object:
@@ -470,14 +431,12 @@ def _id_list(value: object, name: str, where: str) -> tuple[str, ...]:
 
 
 def _recorded_patients(info: Mapping[str, Any], where: str) -> dict[str, str]:
+    """Subject -> patient from ``info['sessions_by_patient']`` (empty when absent)."""
     recorded = info.get("sessions_by_patient", {})
-    bad = InputError(where, "info.sessions_by_patient must map patient IDs to lists of subject IDs")
-    if not isinstance(recorded, dict):
-        raise bad
     mapping: dict[str, str] = {}
-    for pid, sids in recorded.items():
+    for pid, sids in recorded.items() if isinstance(recorded, dict) else [(None, None)]:
         if not isinstance(sids, list) or not all(isinstance(s, str) for s in sids):
-            raise bad
+            raise InputError(where, "info.sessions_by_patient must map patient IDs to lists of subject IDs")
         for sid in sids:
             if mapping.setdefault(sid, pid) != pid:
                 raise InputError(where, f"info.sessions_by_patient lists subject {sid!r} under "
@@ -489,14 +448,6 @@ def _jsonable(value: object) -> Any:
     if value is _MISSING:
         return None
     return value if isinstance(value, (str, int, float, bool)) else str(value)
-
-
-def _sorted_keys(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _sorted_keys(value[k]) for k in sorted(value, key=str)}
-    if isinstance(value, (list, tuple)):
-        return [_sorted_keys(v) for v in value]
-    return value
 
 
 def _kind(value: object) -> str:
