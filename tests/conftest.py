@@ -38,15 +38,20 @@ def tumour_labels(legacy: bool, shape: tuple[int, int, int] = SHAPE) -> np.ndarr
     return seg
 
 
+def write_brats_cases(root: Path, name: str, sep: str, suffixes: tuple[str, ...], legacy: bool) -> Path:
+    """Three case folders ``<case>/<case><sep><suffix>.nii.gz`` plus ``<sep>seg``."""
+    for i in range(3):
+        case = name.format(i=i)
+        for j, suffix in enumerate(suffixes):
+            write_nifti(root / case / f"{case}{sep}{suffix}.nii.gz", brain(10 * i + j))
+        write_nifti(root / case / f"{case}{sep}seg.nii.gz", tumour_labels(legacy=legacy))
+    return root
+
+
 @pytest.fixture
 def brats2021_cohort(tmp_path: Path) -> Path:
     """Three BraTS 2018–2021 style cases plus a survival table."""
-    root = tmp_path / "brats21"
-    for i in range(3):
-        case = f"BraTS2021_{i:05d}"
-        for j, suffix in enumerate(("t1", "t1ce", "t2", "flair")):
-            write_nifti(root / case / f"{case}_{suffix}.nii.gz", brain(10 * i + j))
-        write_nifti(root / case / f"{case}_seg.nii.gz", tumour_labels(legacy=True))
+    root = write_brats_cases(tmp_path / "brats21", "BraTS2021_{i:05d}", "_", ("t1", "t1ce", "t2", "flair"), True)
     (root / "survival_data.csv").write_text(
         "Brats20ID,Age,Survival_days,Extent_of_Resection\n"
         "BraTS2021_00000,60.5,300,GTR\nBraTS2021_00001,45,900,STR\nBraTS2021_00002,70.2,120,NA\n"
@@ -57,12 +62,7 @@ def brats2021_cohort(tmp_path: Path) -> Path:
 @pytest.fixture
 def brats2024_cohort(tmp_path: Path) -> Path:
     """Three BraTS 2023/2024 style cases plus a clinical.csv in canonical columns."""
-    root = tmp_path / "brats24"
-    for i in range(3):
-        case = f"BraTS-GLI-{i:05d}-000"
-        for j, suffix in enumerate(("t1n", "t1c", "t2w", "t2f")):
-            write_nifti(root / case / f"{case}-{suffix}.nii.gz", brain(10 * i + j))
-        write_nifti(root / case / f"{case}-seg.nii.gz", tumour_labels(legacy=False))
+    root = write_brats_cases(tmp_path / "brats24", "BraTS-GLI-{i:05d}-000", "-", ("t1n", "t1c", "t2w", "t2f"), False)
     (root / "clinical.csv").write_text(
         "subject_id,age,sex,grade,idh\nBraTS-GLI-00000-000,50,M,4,wildtype\n"
         "BraTS-GLI-00001-000,33,F,2,mutant\nBraTS-GLI-00002-000,61,F,4,0\n"

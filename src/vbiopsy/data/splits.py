@@ -282,8 +282,8 @@ def make_splits(
 
     missing = classes.get(MISSING_LABEL, [])
     info: dict[str, Any] = {
-        "created_with": f"vbiopsy {__version__}", "seed": seed, "stratify": stratify_name,
-        "test_fraction": float(test_fraction), "n_folds": n_folds,
+        "created_with": f"vbiopsy {__version__}", "seed": int(seed), "stratify": stratify_name,
+        "test_fraction": float(test_fraction), "n_folds": int(n_folds),
         "group_by": "subject_id" if patient_ids is None else "patient_id",
         "policy": {
             "keep_in_train": keep_values,
@@ -330,7 +330,7 @@ def _make_folds(rest: list[str], patient_of: Mapping[str, str], classes: Mapping
     grp = np.array([patient_of[s] for s in rest])
     if len(set(grp)) < n_folds:
         raise ConfigError(f"only {len(set(grp))} patients left outside the test set for n_folds={n_folds}")
-    cv = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    cv = StratifiedGroupKFold(n_splits=int(n_folds), shuffle=True, random_state=int(seed))
     folds = []
     with warnings.catch_warnings():  # classes in keep_in_train may be rarer than n_folds, by choice
         warnings.filterwarnings("ignore", message=".*least populated class.*")
