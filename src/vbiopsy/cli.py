@@ -159,6 +159,8 @@ def cohort_split(
     folds: int = typer.Option(5, "--folds"),
     seed: int = typer.Option(0, "--seed"),
     keep_in_train: list[str] = typer.Option([], "--keep-in-train", help="Class kept out of the test set (repeatable)."),
+    rare_classes: str = typer.Option("error", "--rare-classes",
+                                     help="error: refuse classes too rare to stratify; train: keep them in training."),
     layout: str = typer.Option("auto", "--layout"),
     clinical: Optional[Path] = typer.Option(None, "--clinical"),
 ) -> None:
@@ -166,7 +168,7 @@ def cohort_split(
     from vbiopsy.commands import split_cohort
 
     split_cohort(cohort, out, label=label, test_fraction=test_fraction, n_folds=folds, seed=seed,
-                 keep_in_train=keep_in_train, layout=layout, clinical=clinical)
+                 keep_in_train=keep_in_train, rare_classes=rare_classes, layout=layout, clinical=clinical)
 
 
 def main() -> None:

@@ -132,6 +132,7 @@ def split_cohort(
     n_folds: int,
     seed: int,
     keep_in_train: Sequence[str] = (),
+    rare_classes: str = "error",
     layout: str = "auto",
     clinical: Path | None = None,
 ) -> Splits:
@@ -146,8 +147,12 @@ def split_cohort(
     ensure_writable_dir(out.parent if str(out.parent) else Path("."))
     splits = make_splits(manifest.subjects, manifest.column(label), patient_ids=manifest.patient_ids(),
                          test_fraction=test_fraction, n_folds=n_folds, seed=seed,
-                         keep_in_train=parse_class_values(label, keep_in_train), stratify_name=label)
+                         keep_in_train=parse_class_values(label, keep_in_train), rare_classes=rare_classes,
+                         stratify_name=label)
     splits.save(out)
     n_train = len(manifest) - len(splits.test)
     print(f"wrote {out}: {len(splits.test)} test, {n_train} in {n_folds} folds (stratified on {label}, seed {seed})")
+    kept = [*splits.info["policy"]["keep_in_train"], *splits.info["policy"]["rare_to_train"]]
+    if kept:
+        say(f"{label} classes kept out of the test set (training only): {', '.join(map(str, kept))}")
     return splits

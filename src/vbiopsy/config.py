@@ -8,7 +8,7 @@ overrides, and save the resolved config next to a run.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -80,3 +80,5 @@ class DemoConfig(BaseModel):
     split_label: str = Field("grade", description="manifest column the splits are stratified on")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     n_folds: int = Field(5, ge=2, le=20)
+    rare_classes: Literal["error", "train"] = Field(
+        "train", description="classes too rare for a stratified test set: refuse, or keep in training")

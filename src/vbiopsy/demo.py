@@ -78,7 +78,7 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Path]:
     paths["splits"] = out / "splits.json"
     split_cohort(out / "manifest.csv", paths["splits"], label=config.split_label,
                  test_fraction=config.test_fraction, n_folds=config.n_folds, seed=config.seed,
-                 keep_in_train=["3"] if config.split_label == "grade" else [])
+                 rare_classes=config.rare_classes)
     elapsed = time.perf_counter() - start
     say(f"demo finished in {elapsed:.1f} s")
     for name, path in paths.items():

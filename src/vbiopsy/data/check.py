@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from vbiopsy.data.labels import LabelConvention, known_values, to_brats2024, unknown_values
+from vbiopsy.data.labels import BRATS2024_LABELS, LabelConvention, known_values, label_counts, to_brats2024
 from vbiopsy.data.manifest import Manifest
-from vbiopsy.data.nifti import Grid, load_volume
+from vbiopsy.data.nifti import Grid, inspect_volume
 from vbiopsy.errors import InputError
 
 
@@ -67,13 +67,12 @@ def check_patient(row: dict[str, Any], modalities: tuple[str, ...], atol_mm: flo
             continue
         is_seg = col == "seg"
         try:
-            vol = load_volume(path, dtype=np.int16 if is_seg else np.float32, allow_empty=is_seg)
+            grid, data = inspect_volume(path, dtype=np.int16 if is_seg else np.float32, allow_empty=is_seg)
         except InputError as err:
             result.problems.append(f"subject {sid}: {col}: {err}")
             continue
         if not is_seg:
             result.present.append(col)
-        grid = vol.grid
         if reference is None:
             reference = (col, grid)
             result.shape, result.spacing_mm = grid.shape, grid.spacing
@@ -82,13 +81,14 @@ def check_patient(row: dict[str, Any], modalities: tuple[str, ...], atol_mm: flo
             if diff is not None:
                 result.problems.append(f"subject {sid}: {col}: {path}: not on the grid of {reference[0]} ({diff})")
         if is_seg:
-            _check_labels(result, vol.array, str(path), row.get("seg_convention") or "brats2024", grid)
+            _check_labels(result, data, str(path), row.get("seg_convention") or "brats2024", grid)
     return result
 
 
 def _check_labels(result: PatientCheck, labels: np.ndarray, path: str, convention: str, grid: Grid) -> None:
     conv = LabelConvention(convention)
-    bad = unknown_values(labels, conv)
+    counts = label_counts(labels)
+    bad = sorted(v for v in counts if v not in known_values(conv))
     if bad:
         known = ", ".join(str(v) for v in sorted(known_values(conv)))
         result.problems.append(
@@ -96,11 +96,14 @@ def _check_labels(result: PatientCheck, labels: np.ndarray, path: str, conventio
             f"convention (known: {known})"
         )
         return
-    converted = to_brats2024(labels, conv)
+    converted: dict[int, int] = {}
+    for value, count in counts.items():
+        new = int(to_brats2024(np.array([value]), conv)[0])
+        converted[new] = converted.get(new, 0) + count
     voxel_ml = float(np.prod(grid.spacing)) / 1000.0
-    counts = np.bincount(converted.ravel(), minlength=5)
-    result.region_ml = {name: round(float(counts[v]) * voxel_ml, 3) for v, name in enumerate(("bg", "NETC", "SNFH", "ET", "RC")) if v}
-    if counts[1:].sum() == 0:
+    result.region_ml = {name: round(converted.get(v, 0) * voxel_ml, 3)
+                        for v, name in BRATS2024_LABELS.items() if v}
+    if not any(converted.get(v, 0) for v in BRATS2024_LABELS if v):
         result.warnings.append(f"subject {result.subject_id}: seg: {path}: segmentation is empty (no tumour voxels)")
 
 

@@ -45,10 +45,22 @@ def known_values(convention: LabelConvention) -> frozenset[int]:
     return frozenset(_LEGACY_TO_2024)
 
 
+def label_counts(labels: np.ndarray) -> dict[int, int]:
+    """Voxel count of every value present in an integer label array (fast path: bincount)."""
+    flat = labels.ravel()
+    if flat.size == 0:
+        return {}
+    low, high = int(flat.min()), int(flat.max())
+    if low >= 0 and high < 65536:
+        counts = np.bincount(flat.astype(np.intp, copy=False), minlength=high + 1)
+        return {int(v): int(c) for v, c in enumerate(counts) if c}
+    values, counts = np.unique(flat, return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts)}
+
+
 def unknown_values(labels: np.ndarray, convention: LabelConvention) -> list[int]:
     """Sorted label values in ``labels`` that ``convention`` does not define."""
-    present = np.unique(labels)
-    return sorted(int(v) for v in present if int(v) not in known_values(convention))
+    return sorted(v for v in label_counts(labels) if v not in known_values(convention))
 
 
 def to_brats2024(labels: np.ndarray, convention: LabelConvention | str) -> np.ndarray:

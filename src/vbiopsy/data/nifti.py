@@ -102,6 +102,46 @@ def read_grid(path: str | Path) -> Grid:
     return Grid(canon_shape, canon_affine)  # type: ignore[arg-type]
 
 
+def _validated_data(path: Path, dtype: type | np.dtype, allow_empty: bool) -> tuple[nib.Nifti1Image, np.ndarray]:
+    """Open ``path`` and return the image and its voxels in file order, validated (see load_volume)."""
+    img = _open(path)
+    _spatial_shape(path, img.shape)
+    try:
+        data = np.asanyarray(img.dataobj)
+    except (OSError, EOFError, zlib.error, ValueError) as err:
+        raise InputError(path, f"file is truncated or corrupt ({_short(err)})") from None
+    data = data.reshape(data.shape[:3]) if data.ndim > 3 else data
+    if np.issubdtype(data.dtype, np.floating):
+        n_bad = int(np.count_nonzero(~np.isfinite(data)))
+        if n_bad:
+            raise InputError(path, f"{n_bad} voxels are NaN or infinite")
+    if not allow_empty and not np.any(data):
+        raise InputError(path, "image is empty (all voxels are zero)")
+    if np.issubdtype(np.dtype(dtype), np.integer) and np.issubdtype(data.dtype, np.floating):
+        rounded = np.rint(data)
+        if not np.array_equal(rounded, data):
+            raise InputError(path, "label image has non-integer values")
+        data = rounded
+    return img, data.astype(dtype, copy=False)
+
+
+def inspect_volume(
+    path: str | Path,
+    *,
+    dtype: type | np.dtype = np.float32,
+    allow_empty: bool = False,
+) -> tuple[Grid, np.ndarray]:
+    """Validate a file as :func:`load_volume` does, without reorienting the voxels.
+
+    Returns the canonical-RAS grid and the voxels in *file* order — enough for checks whose
+    answer does not depend on orientation (finite, non-empty, label counts), at the cost of one
+    read instead of read + reorient + copy.
+    """
+    path = Path(path)
+    _, data = _validated_data(path, dtype, allow_empty)
+    return read_grid(path), data
+
+
 def load_volume(
     path: str | Path,
     *,
@@ -119,26 +159,11 @@ def load_volume(
         InputError: missing/unreadable/truncated file, not 3-D, NaN/Inf voxels, all-zero volume.
     """
     path = Path(path)
-    img = _open(path)
-    _spatial_shape(path, img.shape)
-    try:
-        canon = nib.as_closest_canonical(img)
-        data = np.asanyarray(canon.dataobj)
-    except (OSError, EOFError, zlib.error, ValueError) as err:
-        raise InputError(path, f"file is truncated or corrupt ({_short(err)})") from None
-    data = data.reshape(data.shape[:3]) if data.ndim > 3 else data
-    if np.issubdtype(data.dtype, np.floating):
-        n_bad = int(np.count_nonzero(~np.isfinite(data)))
-        if n_bad:
-            raise InputError(path, f"{n_bad} voxels are NaN or infinite")
-    if not allow_empty and not np.any(data):
-        raise InputError(path, "image is empty (all voxels are zero)")
-    if np.issubdtype(np.dtype(dtype), np.integer) and np.issubdtype(data.dtype, np.floating):
-        rounded = np.rint(data)
-        if not np.array_equal(rounded, data):
-            raise InputError(path, "label image has non-integer values")
-        data = rounded
-    return Volume(np.ascontiguousarray(data, dtype=dtype), canon.affine.copy())
+    img, data = _validated_data(path, dtype, allow_empty)
+    ornt = nib.orientations.io_orientation(img.affine)
+    canon = nib.orientations.apply_orientation(data, ornt)
+    affine = img.affine @ nib.orientations.inv_ornt_aff(ornt, data.shape)
+    return Volume(np.ascontiguousarray(canon), affine)
 
 
 def save_volume(

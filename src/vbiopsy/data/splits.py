@@ -221,6 +221,7 @@ def make_splits(
     n_folds: int = 5,
     seed: int = 0,
     keep_in_train: Collection[object] = (),
+    rare_classes: str = "error",
     stratify_name: str = "label",
 ) -> Splits:
     """A seeded, label-stratified, patient-level test set and ``n_folds`` CV folds over the rest.
@@ -229,8 +230,10 @@ def make_splits(
     the subject IDs). Missing labels (None/NaN) form their own stratum; a patient's sessions may
     not carry different non-missing labels. ``test_fraction`` of each class's patients is held
     out (0: no test set). Classes in ``keep_in_train`` (``None`` for missing) never go to test and
-    are exempt from the minimum class size (:func:`min_patients_per_class`). The result depends
-    only on the inputs and ``seed``, not on their order.
+    are exempt from the minimum class size (:func:`min_patients_per_class`). A class below that
+    minimum raises, unless ``rare_classes="train"``, which keeps every such class in training and
+    records which in ``info["policy"]["rare_to_train"]``. The result depends only on the inputs
+    and ``seed``, not on their order.
 
     Raises:
         ConfigError: a bad option, fewer patients than folds, or a class too rare to stratify
@@ -238,6 +241,8 @@ def make_splits(
         InputError: unequal lengths, duplicate subject IDs, conflicting labels within a patient.
     """
     _check_options(test_fraction, n_folds, seed)
+    if rare_classes not in ("error", "train"):
+        raise ConfigError(f"rare_classes must be 'error' or 'train', got {rare_classes!r}")
     subjects = _str_list(subject_ids, "subject_ids")
     groups = subjects if patient_ids is None else _str_list(patient_ids, "patient_ids")
     for name, values in (("labels", labels), ("patient_ids", groups)):
@@ -262,6 +267,8 @@ def make_splits(
         raise ConfigError(f"only {len(sessions)} patients for n_folds={n_folds}; need at least one patient per fold")
     classes, class_value = _classes(label_of, stratify_name)
     keep, keep_values = _keep_keys(keep_in_train, class_value, stratify_name)
+    rare_to_train = [n for n, _ in _rare(classes, keep, test_fraction, n_folds)] if rare_classes == "train" else []
+    keep |= set(rare_to_train)
     _check_class_sizes(classes, class_value, keep, test_fraction, n_folds, stratify_name)
 
     rng = np.random.default_rng(seed)
@@ -287,6 +294,8 @@ def make_splits(
         "group_by": "subject_id" if patient_ids is None else "patient_id",
         "policy": {
             "keep_in_train": keep_values,
+            "rare_classes": rare_classes,
+            "rare_to_train": [_jsonable(class_value[n]) for n in rare_to_train],
             "missing_labels": f"own stratum {MISSING_LABEL!r}",
             "test_selection": "per class: seeded sample of round(n_patients * test_fraction) patients",
             "folds": "StratifiedGroupKFold(shuffle=True, random_state=seed) over non-test subjects",
@@ -353,7 +362,7 @@ def _check_options(test_fraction: float, n_folds: int, seed: int) -> None:
 def _check_class_sizes(classes: Mapping[str, list[str]], class_value: Mapping[str, object], keep: set[str],
                        test_fraction: float, n_folds: int, stratify_name: str) -> None:
     need = min_patients_per_class(test_fraction, n_folds)
-    rare = [(name, len(pts)) for name, pts in classes.items() if name not in keep and len(pts) < need]
+    rare = _rare(classes, keep, test_fraction, n_folds)
     if not rare:
         return
     what = ", ".join(f"{name!r} has {n} patient{'s' * (n != 1)}" for name, n in rare)
@@ -362,7 +371,13 @@ def _check_class_sizes(classes: Mapping[str, list[str]], class_value: Mapping[st
     raise ConfigError(
         f"{stratify_name} class {what}; stratifying with test_fraction={test_fraction} and n_folds={n_folds} "
         f"needs at least {need} per class ({why}). Pass keep_in_train={keys!r} to keep them in training "
-        "(never in test), or use fewer folds")
+        "(never in test), or rare_classes='train' to do so for every class too rare, or use fewer folds")
+
+
+def _rare(classes: Mapping[str, list[str]], keep: set[str], test_fraction: float, n_folds: int) -> list[tuple[str, int]]:
+    """(class, patients) of every class not in ``keep`` with fewer patients than stratification needs."""
+    need = min_patients_per_class(test_fraction, n_folds)
+    return [(name, len(pts)) for name, pts in classes.items() if name not in keep and len(pts) < need]
 
 
 def _classes(label_of: Mapping[str, object], stratify_name: str) -> tuple[dict[str, list[str]], dict[str, object]]:
