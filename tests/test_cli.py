@@ -177,3 +177,32 @@ def test_console_script_prints_no_traceback(tmp_path: Path) -> None:
     assert proc.returncode == EXIT_ERROR
     assert proc.stderr.strip() == f"error: {tmp_path / 'absent'}: cohort not found"
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_manifest_command_writes_an_editable_csv(ucsf_cohort: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.csv"
+    result = run("cohort", "manifest", ucsf_cohort, "--out", out)
+    assert result.exit_code == 0, result.output
+    result = run("cohort", "check", out)  # the written manifest is itself a valid cohort
+    assert result.exit_code == 0, result.output
+    assert "3 subjects checked: no problems" in result.output
+
+
+def test_split_command_groups_by_patient(tmp_path: Path) -> None:
+    from vbiopsy.data.splits import Splits
+
+    root = tmp_path / "c"
+    rows = []
+    for i in range(24):
+        write_nifti(root / f"s{i}.nii.gz", brain(i, (6, 6, 6)))
+        rows.append(f"s{i},pat{i // 2},s{i}.nii.gz,{2 if (i // 2) % 3 == 0 else 4}")  # two sessions per patient
+    (root / "manifest.csv").write_text("subject_id,patient_id,t1c,grade\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "splits.json"
+    result = run("cohort", "split", root, "--out", out, "--folds", "3", "--rare-classes", "train")
+    assert result.exit_code == 0, result.output
+    splits = Splits.load(out)
+    patient = {f"s{i}": f"pat{i // 2}" for i in range(24)}
+    test_patients = {patient[s] for s in splits.test}
+    assert test_patients and all(patient[s] not in test_patients for f in splits.folds for s in f.train + f.val)
+    bad = run("cohort", "split", root, "--out", tmp_path / "x.json", "--keep-in-train", "7")
+    assert bad.exit_code == EXIT_ERROR and "--keep-in-train '7'" in problem_lines(bad.output)[0]
