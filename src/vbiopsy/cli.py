@@ -95,7 +95,7 @@ def demo(
 @user_errors
 def phantoms(
     out: Path = typer.Argument(..., help="Folder to write the cohort to (created; must be empty)."),
-    n_patients: Optional[int] = typer.Option(None, "--patients", "-n", help="Number of patients."),
+    n_patients: Optional[int] = typer.Option(None, "--patients", "-n", help="Number of patients (default 100)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     spacing: Optional[float] = typer.Option(None, "--spacing", help="Isotropic voxel size in mm."),
     layout: Optional[str] = typer.Option(None, "--layout", help="ucsf-pdgm or brats2024."),

@@ -24,8 +24,10 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     lines = []
     for item in err.errors():
         key = ".".join(str(p) for p in item["loc"]) or "(root)"
-        got = f" (got {item['input']!r})" if "input" in item and not isinstance(item["input"], dict) else ""
-        lines.append(f"{source}: {key}: {item['msg']}{got}")
+        msg = item["msg"].removeprefix("Value error, ")
+        shown = repr(item.get("input"))
+        got = "" if "input" not in item or isinstance(item["input"], dict) or shown in msg else f" (got {shown})"
+        lines.append(f"{source}: {key}: {msg}{got}")
     return "; ".join(lines)
 
 

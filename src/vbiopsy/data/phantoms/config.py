@@ -10,6 +10,7 @@ import math
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from vbiopsy.data.schema import DIAGNOSES, MODALITIES
 
@@ -19,10 +20,15 @@ DEFAULT_DIAGNOSIS_MIX: dict[str, float] = {"glioma": 0.7, "lymphoma": 0.1, "germ
 Layout = Literal["ucsf-pdgm", "brats2024"]
 
 
+def _invalid(message: str) -> PydanticCustomError:
+    """A validation error whose message is exactly ``message`` (no "Value error," prefix)."""
+    return PydanticCustomError("value_error", message)
+
+
 def _in_range(name: str, value: float, low: float, high: float) -> float:
     """Return ``value`` if it is a finite number in ``[low, high]``, else raise naming it."""
     if not math.isfinite(value) or not low <= value <= high:
-        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+        raise _invalid(f"{name} must be between {low:g} and {high:g}, got {value!r}")
     return value
 
 
@@ -35,27 +41,27 @@ class PhantomConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    n_patients: int = Field(description="number of patients to generate (≥ 1)")
+    n_patients: int = Field(100, description="number of patients to generate (≥ 1)")
     seed: int = Field(0, description="seed of the whole cohort; patient i uses the stream (seed, i)")
     spacing_mm: float = Field(2.0, description="isotropic voxel size in mm (0.5–8)")
-    shape: tuple[int, int, int] | None = Field(None, description="explicit grid in voxels (each ≥ 8); overrides spacing_mm")
+    shape: tuple[int, int, int] | None = Field(None, description="grid in voxels (each ≥ 8), overrides spacing")
     layout: Layout = Field("ucsf-pdgm", description="output layout: ucsf-pdgm or brats2024")
     modalities: tuple[str, ...] = Field(MODALITIES, description="subset of t1, t1c, t2, flair, asl")
     diagnosis_mix: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_DIAGNOSIS_MIX),
-                                            description="tumour-type probabilities (glioma/lymphoma/germinoma/other), sum 1")
+                                            description="probabilities of glioma, lymphoma, germinoma, other (sum 1)")
     raw: bool = Field(False, description="raw scans: skull and scalp, anisotropic voxels, random orientation")
     resection_cavity_prob: float = Field(0.0, description="probability of a resection cavity (brats2024 layout only)")
     noise_level: float = Field(0.03, description="Rician noise σ as a fraction of the mean brain signal (0–0.5)")
     bias_strength: float = Field(0.2, description="standard deviation of the log bias field (0–1)")
-    intensity_jitter: float = Field(0.15, description="standard deviation of the log per-modality intensity scale (0–1)")
+    intensity_jitter: float = Field(0.15, description="standard deviation of the log per-modality scale (0–1)")
     deformation_mm: float = Field(2.5, description="amplitude of the smooth random displacement field in mm (0–10)")
-    age_jitter_years: float = Field(1.5, description="standard deviation of the age jitter of bootstrapped rows (0–10)")
+    age_jitter_years: float = Field(1.5, description="standard deviation of the age of bootstrapped rows (0–10)")
 
     @field_validator("n_patients")
     @classmethod
     def _check_n(cls, value: int) -> int:
         if value < 1:
-            raise ValueError(f"n_patients must be at least 1, got {value!r}")
+            raise _invalid(f"n_patients must be at least 1, got {value!r}")
         return value
 
     @field_validator("spacing_mm")
@@ -67,7 +73,7 @@ class PhantomConfig(BaseModel):
     @classmethod
     def _check_shape(cls, value: tuple[int, int, int] | None) -> tuple[int, int, int] | None:
         if value is not None and any(not 8 <= s <= 1024 for s in value):
-            raise ValueError(f"shape must have 3 sizes between 8 and 1024 voxels, got {value!r}")
+            raise _invalid(f"shape must have 3 sizes between 8 and 1024 voxels, got {value!r}")
         return value
 
     @field_validator("modalities", mode="before")
@@ -83,11 +89,12 @@ class PhantomConfig(BaseModel):
         names = tuple(m.strip().lower() for m in value)
         unknown = [m for m in names if m not in MODALITIES]
         if unknown:
-            raise ValueError(f"unknown modality {unknown[0]!r} in {list(value)!r}; expected a subset of {', '.join(MODALITIES)}")
+            raise _invalid(f"unknown modality {unknown[0]!r} in {list(value)!r}; "
+                           f"expected a subset of {', '.join(MODALITIES)}")
         if not names:
-            raise ValueError(f"modalities must name at least one of {', '.join(MODALITIES)}, got {list(value)!r}")
+            raise _invalid(f"modalities must name at least one of {', '.join(MODALITIES)}, got {list(value)!r}")
         if len(set(names)) != len(names):
-            raise ValueError(f"modalities must not repeat a name, got {list(value)!r}")
+            raise _invalid(f"modalities must not repeat a name, got {list(value)!r}")
         return tuple(m for m in MODALITIES if m in names)  # canonical order
 
     @field_validator("diagnosis_mix")
@@ -95,14 +102,15 @@ class PhantomConfig(BaseModel):
     def _check_mix(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = [k for k in value if k not in DIAGNOSES]
         if unknown:
-            raise ValueError(f"unknown tumour type {unknown[0]!r} in diagnosis_mix; expected keys from {', '.join(DIAGNOSES)}")
+            raise _invalid(f"unknown tumour type {unknown[0]!r} in diagnosis_mix; "
+                           f"expected keys from {', '.join(DIAGNOSES)}")
         bad = {k: v for k, v in value.items() if not math.isfinite(v) or v < 0}
         if bad:
             key = next(iter(bad))
-            raise ValueError(f"diagnosis_mix[{key!r}] must be a probability ≥ 0, got {bad[key]!r}")
+            raise _invalid(f"diagnosis_mix[{key!r}] must be a probability ≥ 0, got {bad[key]!r}")
         total = sum(value.values())
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"diagnosis_mix must sum to 1, got {total:g} from {value!r}")
+            raise _invalid(f"diagnosis_mix must sum to 1, got {total:g} from {value!r}")
         return {k: float(value.get(k, 0.0)) for k in DIAGNOSES}
 
     @field_validator("resection_cavity_prob")
@@ -128,7 +136,7 @@ class PhantomConfig(BaseModel):
     @model_validator(mode="after")
     def _check_layout_labels(self) -> PhantomConfig:
         if self.layout == "ucsf-pdgm" and self.resection_cavity_prob > 0:
-            raise ValueError(
+            raise _invalid(
                 f"resection_cavity_prob={self.resection_cavity_prob!r} needs layout 'brats2024': the ucsf-pdgm "
                 "layout uses BraTS 2021 labels, which have no resection-cavity label")
         return self

@@ -18,6 +18,11 @@ import numpy as np
 from vbiopsy.data.phantoms.template import FOV_EXTENT_MM, FOV_MIN_MM
 
 
+BSPLINE_GAIN_3D = (315.0 / 151.0) ** 1.5
+"""Ratio of coefficient to field standard deviation: a cubic B-spline's squared weights sum to
+151/315 on average along one axis, so i.i.d. coefficients of sd σ give a 3-D field of sd σ / 3.01."""
+
+
 def bspline_weights(coords_mm: np.ndarray, start_mm: float, step_mm: float, n_ctrl: int) -> np.ndarray:
     """Cubic B-spline weights, shape ``(len(coords_mm), n_ctrl)``, of a 1-D lattice of knots
     at ``start_mm + j * step_mm``."""
@@ -39,10 +44,11 @@ class LatticeField:
 
     @classmethod
     def random(cls, rng: np.random.Generator, step_mm: float, sd: float, components: int = 1) -> LatticeField:
-        """Coefficients ~ N(0, sd²) on a lattice covering the template's field of view."""
+        """A field whose values have standard deviation ``sd`` (on average over space), from i.i.d.
+        Gaussian coefficients on a lattice covering the template's field of view."""
         n = np.ceil(FOV_EXTENT_MM / step_mm).astype(int) + 3
         start = FOV_MIN_MM - step_mm
-        coeffs = rng.normal(0.0, sd, size=(components, *n)).astype(np.float32)
+        coeffs = rng.normal(0.0, sd * BSPLINE_GAIN_3D, size=(components, *n)).astype(np.float32)
         return cls(coeffs, start.astype(np.float64), float(step_mm))
 
     def on_grid(self, axes_mm: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:

@@ -11,7 +11,6 @@ trilinear interpolation, and cached per grid within the process.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import math
 from dataclasses import dataclass
@@ -102,16 +101,12 @@ class Template:
         inv = np.linalg.inv(self.grid.affine)
         return points_mm @ inv[:3, :3].T + inv[:3, 3]
 
-    def value_at(self, name: str, point_mm: np.ndarray) -> float:
-        """Nearest-voxel value of map ``name`` at one world point (clipped to the grid)."""
-        idx = np.clip(np.rint(self.world_to_index(np.asarray(point_mm, dtype=float))).astype(int), 0,
-                      np.array(self.grid.shape) - 1)
-        return float(getattr(self, name)[tuple(idx)])
 
-
-@functools.lru_cache(maxsize=1)
 def _template_1mm() -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """The three 1 mm maps as float32 in [0, 1] (T1 only as a brain mask) and their affine."""
+    """The three 1 mm maps as float32 in [0, 1] (T1 only as a brain mask) and their affine.
+
+    Not cached: reading takes < 0.1 s and the maps (100 MB) are only needed to build a grid's template.
+    """
     folder = template_dir()
     maps: dict[str, np.ndarray] = {}
     affine = np.eye(4)
@@ -143,9 +138,16 @@ def signed_depth(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.nd
     return (inside - outside).astype(np.float32)
 
 
-@functools.lru_cache(maxsize=4)
-def _load(shape: tuple[int, int, int], affine_key: tuple[float, ...]) -> Template:
-    grid = Grid(shape, np.array(affine_key).reshape(4, 4))
+_CACHE: dict[tuple[object, ...], Template] = {}
+"""Templates made in this process, keyed by grid (few grids are used; the CLI uses one)."""
+
+
+def _key(grid: Grid) -> tuple[object, ...]:
+    return tuple(int(s) for s in grid.shape), tuple(round(float(v), 6) for v in grid.affine.ravel())
+
+
+def _build(grid: Grid) -> Template:
+    """Resample the 1 mm maps onto ``grid``; trim GM/WM to the brain mask so the classes sum to it."""
     maps, source_affine = _template_1mm()
     brain = _resample(maps["brain"], source_affine, grid)
     gm = np.minimum(_resample(maps["gm"], source_affine, grid), brain)
@@ -163,7 +165,15 @@ def _load(shape: tuple[int, int, int], affine_key: tuple[float, ...]) -> Templat
 
 def load_template(grid: Grid) -> Template:
     """Tissue maps resampled onto ``grid`` (cached per grid within the process; arrays are read-only)."""
-    return _load(tuple(int(s) for s in grid.shape), tuple(float(v) for v in grid.affine.ravel()))
+    key = _key(grid)
+    if key not in _CACHE:
+        _CACHE[key] = _build(grid)
+    return _CACHE[key]
+
+
+def adopt_template(template: Template) -> None:
+    """Put a template made elsewhere (e.g. by the parent of a worker process) into this process's cache."""
+    _CACHE[_key(template.grid)] = template
 
 
 def reference_template() -> Template:

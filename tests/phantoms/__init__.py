@@ -1,0 +1,1 @@
+"""Tests of the phantom cohort generator (vbiopsy.data.phantoms)."""
