@@ -10,7 +10,7 @@ Problems make the check fail; warnings (e.g. an empty segmentation) are reported
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from vbiopsy.data.labels import BRATS2024_LABELS, LabelConvention, known_values,
 from vbiopsy.data.manifest import Manifest
 from vbiopsy.data.nifti import Grid, inspect_volume
 from vbiopsy.errors import InputError
+from vbiopsy.parallel import run_parallel
 
 
 @dataclass
@@ -119,18 +120,10 @@ def check_cohort(
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     rows = [manifest.row(s) for s in manifest.subjects]
-    total = len(rows)
-    results: list[PatientCheck] = []
-    if jobs == 1 or total == 1:
-        for i, row in enumerate(rows):
-            results.append(check_patient(row, manifest.modalities, atol_mm))
-            if progress:
-                progress(i + 1, total)
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            futures = [pool.submit(check_patient, row, manifest.modalities, atol_mm) for row in rows]
-            for i, fut in enumerate(futures):
-                results.append(fut.result())
-                if progress:
-                    progress(i + 1, total)
-    return CohortCheck(manifest, results, list(table_problems or []))
+    check = functools.partial(check_patient, modalities=manifest.modalities, atol_mm=atol_mm)
+    results: dict[int, PatientCheck] = {}
+    for index, result in run_parallel(check, rows, jobs=jobs):
+        results[index] = result
+        if progress:
+            progress(len(results), len(rows))
+    return CohortCheck(manifest, [results[i] for i in range(len(rows))], list(table_problems or []))

@@ -8,16 +8,12 @@ is written atomically. Output is bit-identical whatever ``jobs`` is (see
 
 from __future__ import annotations
 
+import functools
 import json
-import multiprocessing
-import threading
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-from threadpoolctl import threadpool_limits
 
 from vbiopsy import __version__
 from vbiopsy.atomic import ensure_writable_dir, write_text_atomic
@@ -28,6 +24,7 @@ from vbiopsy.data.phantoms.sites import SiteMaps, adopt_site_maps, site_maps
 from vbiopsy.data.phantoms.template import TEMPLATE_NAME, Template, adopt_template, load_template
 from vbiopsy.data.phantoms.truth import PatientRecord, ground_truth
 from vbiopsy.errors import ConfigError
+from vbiopsy.parallel import run_parallel
 
 GENERATOR_VERSION = "1.0"
 """Bumped whenever the same config and seed would give different output."""
@@ -46,7 +43,7 @@ class PhantomCohort:
     ground_truth: Path
 
 
-def _make_patient(config: PhantomConfig, index: int, root: Path) -> PatientRecord:
+def _make_patient(config: PhantomConfig, index: int, *, root: Path) -> PatientRecord:
     """Generate patient ``index``, write its files and return its record (runs in workers)."""
     patient = generate_patient(config, index)
     names = patient_names(config.layout, index, config.modalities)
@@ -56,23 +53,10 @@ def _make_patient(config: PhantomConfig, index: int, root: Path) -> PatientRecor
 
 
 def _adopt(templates: list[Template], sites: SiteMaps) -> None:
-    """Worker initialiser: one BLAS/OpenMP thread per worker (the pool already uses every core the
-    user asked for; nested threads oversubscribe them), and the parent's templates and sites
-    instead of recomputing them."""
-    threadpool_limits(1)
+    """Worker initialiser: the parent's templates and sites instead of recomputing them."""
     for template in templates:
         adopt_template(template)
     adopt_site_maps(sites)
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """``fork`` when this process has a single thread (cheap, and workers are our children, so
-    ``getrusage`` sees them); otherwise ``forkserver`` (or ``spawn``), because forking a
-    multi-threaded process (e.g. under a progress-bar thread) can deadlock the child."""
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and threading.active_count() == 1:
-        return multiprocessing.get_context("fork")
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
 
 def _header(config: PhantomConfig) -> dict[str, Any]:
@@ -109,21 +93,11 @@ def generate_cohort(config: PhantomConfig, out_dir: str | Path, *, jobs: int = 1
 
     if progress is not None:
         progress(0, total)
-    workers = min(jobs, total)
-    if workers == 1:
-        for index in range(total):
-            finished(_make_patient(config, index, root))
-    else:
-        with ProcessPoolExecutor(workers, mp_context=_pool_context(), initializer=_adopt,
-                                 initargs=(templates, site_maps())) as pool:
-            futures = [pool.submit(_make_patient, config, index, root) for index in range(total)]
-            try:
-                for future in as_completed(futures):
-                    finished(future.result())
-            except BaseException:  # a failing patient or Ctrl-C: do not make the rest first
-                for future in futures:
-                    future.cancel()
-                raise
+    make = functools.partial(_make_patient, config, root=root)
+    initargs = (templates, site_maps()) if jobs > 1 else ()
+    for _, record in run_parallel(make, range(total), jobs=jobs, initializer=_adopt if jobs > 1 else None,
+                                  initargs=initargs):
+        finished(record)
 
     ordered = [records[i] for i in range(total)]
     table = write_table(root, config.layout, [(r.table_id, r.clinical) for r in ordered])
