@@ -62,17 +62,19 @@ def check_patient(row: dict[str, Any], modalities: tuple[str, ...], atol_mm: flo
     sid = str(row["subject_id"])
     result = PatientCheck(sid)
     reference: tuple[str, Grid] | None = None
-    for col in (*modalities, "seg"):
+    for col in (*modalities, "seg", "brain_mask"):
         path = row.get(col)
         if path is None:
             continue
-        is_seg = col == "seg"
+        is_seg, is_mask = col == "seg", col == "brain_mask"
         try:
-            grid, data = inspect_volume(path, dtype=np.int16 if is_seg else np.float32, allow_empty=is_seg)
+            grid, data = inspect_volume(path, dtype=np.int16 if is_seg or is_mask else np.float32, allow_empty=is_seg)
         except InputError as err:
             result.problems.append(f"subject {sid}: {col}: {err}")
             continue
-        if not is_seg:
+        if is_mask and not set(label_counts(data)) <= {0, 1}:
+            result.problems.append(f"subject {sid}: brain_mask: {path}: values other than 0 and 1")
+        if not (is_seg or is_mask):
             result.present.append(col)
         if reference is None:
             reference = (col, grid)

@@ -17,7 +17,8 @@ import pandas as pd
 from vbiopsy.atomic import write_with_atomic
 from vbiopsy.data.nifti import is_nifti
 from vbiopsy.data.schema import (
-    CLINICAL_COLUMNS, ID_COLUMNS, KNOWN_COLUMNS, LABEL_COLUMNS, MODALITIES, SEG_COLUMNS, is_missing,
+    CLINICAL_COLUMNS, ID_COLUMNS, KNOWN_COLUMNS, LABEL_COLUMNS, MASK_COLUMNS, MODALITIES, SEG_COLUMNS,
+    is_missing,
 )
 from vbiopsy.data.tables import duplicate_id_problems, parse_table, read_csv_table
 from vbiopsy.errors import CohortError, InputError
@@ -80,7 +81,7 @@ class Manifest:
         path = Path(path)
         base = path.parent.resolve()
         frame = self.frame.copy()
-        for col in (*self.modalities, "seg"):
+        for col in (*self.modalities, "seg", *MASK_COLUMNS):
             if col in frame.columns:
                 frame[col] = [_relative(v, base) for v in frame[col]]
         return write_with_atomic(path, lambda tmp: frame.to_csv(tmp, index=False))
@@ -109,7 +110,7 @@ def _relative(value: Any, base: Path) -> Any:
 
 def _path_columns(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[str]:
     """Modality columns: the known names, then unknown columns whose every value is a NIfTI path."""
-    reserved = set(ID_COLUMNS) | set(SEG_COLUMNS) | set(KNOWN_COLUMNS)
+    reserved = set(ID_COLUMNS) | set(SEG_COLUMNS) | set(MASK_COLUMNS) | set(KNOWN_COLUMNS)
     found = [m for m in MODALITIES if m in columns]
     for col in columns:
         if col in reserved or col in found:
@@ -148,7 +149,9 @@ def build_manifest(
     for index, row in enumerate(rows):
         new = dict(row)
         where = f"{source} line {lines[index]}" if lines else f"{source} (subject {row.get('subject_id')})"
-        for col in (*modalities, "seg"):
+        for col in (*modalities, "seg", *MASK_COLUMNS):
+            if col not in all_columns:
+                continue
             value = new.get(col)
             if is_missing(value):
                 new[col] = None
@@ -165,6 +168,7 @@ def build_manifest(
     ordered = ["subject_id"] + (["patient_id"] if "patient_id" in all_columns else []) + modalities
     if "seg" in all_columns:
         ordered += ["seg", "seg_convention"]
+    ordered += [c for c in MASK_COLUMNS if c in all_columns]
     ordered += [c for c in (*CLINICAL_COLUMNS, *LABEL_COLUMNS) if c in all_columns]
     ordered += [c for c in all_columns if c not in ordered]
     frame = pd.DataFrame([{c: r.get(c) for c in ordered} for r in fixed], columns=ordered, dtype=object)

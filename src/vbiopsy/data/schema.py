@@ -12,6 +12,7 @@ t1 t1c t2      image paths (relative to the manifest's folder or abs.)    path
 flair asl …    any other column whose values end in .nii/.nii.gz too      path
 seg            tumour segmentation                                        path
 seg_convention label convention of ``seg``                                brats2024 | brats2021
+brain_mask     binary brain mask (written by ``vbiopsy preprocess``)        path
 age            age at imaging                                             years (float)
 sex            sex                                                        M | F
 eor            extent of resection                                        GTR | STR | biopsy
@@ -47,6 +48,8 @@ LABEL_COLUMNS: tuple[str, ...] = (
 )
 ID_COLUMNS: tuple[str, ...] = ("subject_id", "patient_id")
 SEG_COLUMNS: tuple[str, ...] = ("seg", "seg_convention")
+MASK_COLUMNS: tuple[str, ...] = ("brain_mask",)
+"""Derived binary masks (written by preprocessing), on the grid of the modalities."""
 
 _MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "none", "null", "unknown", "not available", "indeterminate", "-"})
 
