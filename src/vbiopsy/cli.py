@@ -114,6 +114,33 @@ def phantoms(
     generate_phantoms(cfg, out, jobs=jobs, overwrite=overwrite)
 
 
+@app.command()
+@user_errors
+def preprocess(
+    cohort: Path = typer.Argument(..., help="Cohort folder or manifest CSV."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (resumable: finished patients are skipped)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Preprocessing config YAML."),
+    preset: str = typer.Option("raw", "--preset", help="raw (every step) or skull-stripped (BraTS-like input)."),
+    jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Worker processes."),
+    layout: str = typer.Option("auto", "--layout"),
+    clinical: Optional[Path] = typer.Option(None, "--clinical"),
+) -> None:
+    """MRI-Processor: N4, co-registration, template registration, skull strip, resampling, normalisation."""
+    from vbiopsy.commands import preprocess_cohort
+    from vbiopsy.config import build_config, deep_merge, read_yaml
+    from vbiopsy.errors import ConfigError
+    from vbiopsy.preprocess.config import PreprocessConfig
+
+    presets = {"raw": {}, "skull-stripped": PreprocessConfig.skull_stripped().model_dump(mode="json")}
+    if preset not in presets:
+        raise ConfigError(f"--preset {preset!r}: expected one of {', '.join(presets)}")
+    data = deep_merge(presets[preset], read_yaml(config)) if config is not None else presets[preset]
+    cfg = build_config(PreprocessConfig, data, str(config) if config else f"preset {preset}")
+    run = preprocess_cohort(cohort, out, cfg, jobs=jobs, layout=layout, clinical=clinical)
+    if run.failed:
+        raise typer.Exit(EXIT_PROBLEMS)
+
+
 @cohort_app.command("check")
 @user_errors
 def cohort_check(

@@ -21,6 +21,8 @@ from vbiopsy.errors import ConfigError, InputError
 
 if TYPE_CHECKING:
     from vbiopsy.data.check import CohortCheck
+    from vbiopsy.preprocess.config import PreprocessConfig
+    from vbiopsy.preprocess.runner import CohortRun, SubjectOutput
     from vbiopsy.data.phantoms import PhantomCohort, PhantomConfig
     from vbiopsy.data.splits import Splits
 
@@ -156,3 +158,49 @@ def split_cohort(
     if kept:
         say(f"{label} classes kept out of the test set (training only): {', '.join(map(str, kept))}")
     return splits
+
+
+def _preprocess_row(row: dict[str, Any], modalities: tuple[str, ...], log: Callable[[str], None], *,
+                    config: PreprocessConfig) -> SubjectOutput:
+    """The runner's per-patient function: the MRI-Processor pipeline on one manifest row."""
+    from vbiopsy.preprocess.pipeline import preprocess_subject
+
+    images = {m: row[m] for m in modalities if row.get(m) is not None}
+    return preprocess_subject(images, seg=row.get("seg"), seg_convention=row.get("seg_convention") or "brats2024",
+                              config=config, log=log)
+
+
+def preprocess_cohort(
+    cohort: Path,
+    out: Path,
+    config: PreprocessConfig,
+    *,
+    jobs: int = 1,
+    layout: str = "auto",
+    clinical: Path | None = None,
+) -> CohortRun:
+    """Run the MRI-Processor over a cohort (resumable); print the outputs and any failed patient."""
+    import functools
+
+    from vbiopsy import __version__
+    from vbiopsy.config import save_config
+    from vbiopsy.data.layouts import read_cohort
+    from vbiopsy.preprocess.runner import run_cohort
+
+    manifest = read_cohort(cohort, layout=layout, clinical=clinical)
+    ensure_writable_dir(out)
+    settings = {"processor": "vbiopsy.preprocess.pipeline", "config": config.model_dump(mode="json"),
+                "vbiopsy": __version__}
+    process = functools.partial(_preprocess_row, config=config)
+    with progress_bar("preprocessing") as update:
+        run = run_cohort(manifest, out, process, settings=settings, jobs=jobs, progress=update)
+    save_config(config, out / "preprocess_config.yaml")
+    counts = {s: sum(r.status == s for r in run.results) for s in ("done", "cached", "failed")}
+    say(f"{len(run.results)} subjects: {counts['done']} processed, {counts['cached']} already done, "
+        f"{counts['failed']} failed")
+    for failed in run.failed:
+        say(f"problem: subject {failed.subject_id}: {failed.message}")
+    if run.manifest is not None:
+        print(f"manifest: {run.manifest}")
+    print(f"summary: {run.summary}")
+    return run

@@ -49,6 +49,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``override``, merging nested mappings key by key (a preset plus a YAML)."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def build_config(model: type[M], data: dict[str, Any], source: str = "config") -> M:
     """Validate ``data`` against ``model``; raise :class:`ConfigError` with one line per bad key."""
     try:
