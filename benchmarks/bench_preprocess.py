@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def main() -> int:
         return 2
     rows = [("brats18 240×240×155", "brats", k) for k in ("io_floor", "sitk_n4_full_t1c", "preset", "pipeline")]
     rows += [("tcga native 5.5 mm", "tcga", k) for k in ("io_floor", "sitk_n4_full_t1c", "pipeline")]
-    print(f"MRI-Processor, 4 modalities per patient, {args.threads} threads, one fresh process per row")
+    print(f"MRI-Processor, 4 modalities per patient, {args.threads} threads, one fresh process per row; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other work on the machine slows every row)")
     print(f"{'case':22} {'what':16} {'seconds':>8} {'peak MB':>8}  steps (s)")
     for label, case, kind in rows:
         out = measure(kind, case, args.threads)
@@ -109,6 +111,7 @@ def main() -> int:
             continue
         steps = " ".join(f"{k}={v:.1f}" for k, v in out.get("steps", {}).items())
         print(f"{label:22} {kind:16} {out['seconds']:8.2f} {out['peak_mb']:8.0f}  {steps}")
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print("goal: pipeline ≤ 30 s and ≤ 2048 MB per patient without SyN")
     return 0
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import nibabel as nib
 import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from vbiopsy.data.nifti import Volume, load_volume
-from vbiopsy.preprocess import CoregistrationConfig, RegistrationConfig
+from vbiopsy.errors import InputError
+from vbiopsy.preprocess import CoregistrationConfig, PreprocessConfig, RegistrationConfig, grid_at_spacing, \
+    preprocess_subject
 from vbiopsy.preprocess.atlas import load_atlas
 from vbiopsy.preprocess.coregister import coregister
+from vbiopsy.preprocess.resample import resample_array
 from vbiopsy.preprocess.sitk_bridge import RAS_TO_LPS, from_sitk, transform_from_record, volume_to_sitk
 from vbiopsy.preprocess.template_registration import affine_to_template
 
@@ -70,8 +77,6 @@ def test_same_grid_but_moved_series_is_registered(stripped_phantom: PhantomFiles
     motion = rigid_ras((0.0, 0.0, 8.0), (3.0, 0.0, 0.0), _centre(t2))
     moved = Volume(t2.array, motion @ t2.affine)
     # resample the moved series back onto the reference grid: same header, moved anatomy
-    from vbiopsy.preprocess.resample import resample_array
-
     on_grid = Volume(resample_array(moved.array.astype(np.float32), moved.affine, fixed.grid), fixed.affine)
     record, report = coregister(volume_to_sitk(fixed), volume_to_sitk(on_grid), fixed.grid, on_grid.grid,
                                 CoregistrationConfig())
@@ -97,3 +102,22 @@ def test_template_registration_brings_a_tilted_phantom_onto_the_template(strippe
     assert set(report) >= {"start_search", "rigid", "affine", "template"}
     assert report["skull_stripped_input"] is True  # zero background: the affine samples the whole template brain
     assert from_sitk(atlas.image).array.shape == (197, 233, 189)
+
+
+def test_a_user_template_is_accepted(stripped_phantom: PhantomFiles, tmp_path: Path) -> None:
+    template = stripped_phantom.images["t1"]  # a 7 mm skull-stripped brain in MNI space
+    config = PreprocessConfig.model_validate({
+        "bias": {"enabled": False}, "resample": {"spacing_mm": 7.0}, "skull_strip": {"backend": "nonzero"},
+        "registration": {"template": str(template), "level_spacing_mm": (8.0,), "iterations": 50}})
+    result = preprocess_subject({"t1c": stripped_phantom.images["t1c"]}, config=config)
+    assert result.record["output_grid"]["space"] == f"template: {template.name}"
+    expected = grid_at_spacing(load_volume(template).grid, (7.0, 7.0, 7.0))
+    assert next(iter(result.images.values())).shape == expected.shape
+    np.testing.assert_allclose(result.affine, expected.affine, atol=1e-6)
+    bad_mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((5, 5, 5), np.uint8), np.eye(4)), str(bad_mask))
+    wrong = config.model_copy(update={"registration": config.registration.model_copy(
+        update={"template_mask": bad_mask})})
+    with pytest.raises(InputError, match="not on the grid of the template") as err:
+        preprocess_subject({"t1c": stripped_phantom.images["t1c"]}, config=wrong)
+    assert err.value.where == str(bad_mask)
