@@ -58,6 +58,14 @@ class ValueParseError(ValueError):
     """A cell could not be parsed; the message says why (the caller adds file, row and column)."""
 
 
+def split_names(value: Any) -> Any:
+    """``"t1c, flair"`` → ``("t1c", "flair")``; any other value unchanged (a pydantic "before" step
+    that lets YAML and the command line give a list of modality names as one string)."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
 def is_missing(value: Any) -> bool:
     """True for empty cells: ``None``, NaN, and tokens such as ``""``, ``NA``, ``unknown``."""
     if value is None:

@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from vbiopsy.data.schema import MODALITIES
+from vbiopsy.data.schema import MODALITIES, split_names
 
 BRIGHT_MODALITIES: tuple[str, ...] = ("flair", "t2")
 """Modalities in which tumour and oedema are hyperintense (the main cue)."""
@@ -257,12 +257,7 @@ class LocalizerConfig(_Strict):
     require_lesion: bool = Field(True, description="raise if no abnormal region is found (else return empty priors)")
     crop_margin_mm: float = Field(20.0, description="work on the brain's bounding box plus this margin (mm)")
 
-    @field_validator("modalities", mode="before")
-    @classmethod
-    def _split(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    _split_names = field_validator("modalities", mode="before")(split_names)
 
     @field_validator("modalities")
     @classmethod

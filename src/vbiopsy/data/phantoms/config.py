@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from vbiopsy.data.schema import DIAGNOSES, MODALITIES
+from vbiopsy.data.schema import DIAGNOSES, MODALITIES, split_names
 
 DEFAULT_DIAGNOSIS_MIX: dict[str, float] = {"glioma": 0.7, "lymphoma": 0.1, "germinoma": 0.1, "other": 0.1}
 """Tumour-type proportions of a default cohort (glioma-dominated, like a neuro-oncology clinic)."""
@@ -76,12 +76,7 @@ class PhantomConfig(BaseModel):
             raise _invalid(f"shape must have 3 sizes between 8 and 1024 voxels, got {value!r}")
         return value
 
-    @field_validator("modalities", mode="before")
-    @classmethod
-    def _split_modalities(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
+    _split_names = field_validator("modalities", mode="before")(split_names)
 
     @field_validator("modalities")
     @classmethod
