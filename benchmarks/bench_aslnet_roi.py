@@ -5,7 +5,9 @@ The reference approach (re-implemented here from ../shared/reference/aslnet-refe
 four channels over the whole 240×240×155 volume, then crops [floor(c−h), ceil(c+h)) and trims or
 zero-pads each axis to 70. Ours reads once (canonical RAS) and computes the local statistics on
 the cube plus the 7-voxel window margin. It also prints, per BraTS'18 case and for FLAIR and T1c,
-whether each ROI rule contains the manual whole-tumour centroid, and checks that our channels
+whether each ROI rule contains the manual whole-tumour centroid (the paper's brightest voxels,
+restricted to the brain, centred on the Tumor-Localizer's refined prior from T1c+FLAIR, or on the
+manual centroid itself as the upper bound), and checks that our channels
 equal the whole-volume formulas cropped to our box.
 
     python benchmarks/bench_aslnet_roi.py [COHORT] [--repeats 3]
@@ -27,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from vbiopsy.data.nifti import load_volume
+from vbiopsy.localize import localize
 from vbiopsy.preprocess.aslnet_channels import CHANNELS, aslnet_inputs
 from vbiopsy.preprocess.aslnet_roi import background_mask, compute_roi, crop
 
@@ -120,7 +123,7 @@ def time_per_scan(fn, paths: list[Path], repeats: int) -> float:
 
 def roi_table(cases: list[Path]) -> None:
     """Per case and modality: does each ROI rule contain the manual whole-tumour centroid?"""
-    rules = ["ref-code", "paper", "brain", "brain-5mm", "brain-5mm/1%", "seg-centre"]
+    rules = ["ref-code", "paper", "brain", "brain-5mm", "brain-5mm/1%", "localiser", "seg-centre"]
     totals = {(m, r): 0 for m in ("flair", "t1ce") for r in rules}
     worst_diff = np.zeros(4)
     print(f"\nROI contains the manual tumour centroid (1 = yes); rules: {', '.join(rules)}")
@@ -129,6 +132,10 @@ def roi_table(cases: list[Path]) -> None:
         seg_path = case / f"{case.name}_seg.nii.gz"
         seg_file = np.asanyarray(nib.load(str(seg_path)).dataobj) > 0
         seg = load_volume(seg_path, dtype=np.int16).array > 0
+        t1c, flair = (load_volume(case / f"{case.name}_{m}.nii.gz") for m in ("t1ce", "flair"))
+        prior = localize({"t1c": t1c.array, "flair": flair.array}, spacing_mm=t1c.grid.spacing,
+                         brain_mask=(t1c.array != 0) | (flair.array != 0))
+        prior_mm = prior.centre_mm(t1c.affine)
         for modality in ("flair", "t1ce"):
             path = case / f"{case.name}_{modality}.nii.gz"
             vol = load_volume(path)
@@ -141,6 +148,7 @@ def roi_table(cases: list[Path]) -> None:
                 "brain": compute_roi(vol.array, vol.affine, search_mask=brain),
                 "brain-5mm": compute_roi(vol.array, vol.affine, search_mask=eroded),
                 "brain-5mm/1%": compute_roi(vol.array, vol.affine, search_mask=eroded, top_pct=1.0),
+                "localiser": compute_roi(vol.array, vol.affine, centre_mm=prior_mm),
                 "seg-centre": compute_roi(vol.array, vol.affine, centre_mm=tumour_mm),
             }
             hit = {r: b.contains_mm(tumour_mm) for r, b in boxes.items()}

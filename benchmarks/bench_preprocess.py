@@ -10,7 +10,11 @@ on the full-resolution T1c alone (what a pipeline without the shrink pays for on
 bias corrections; stopped after REFERENCE_LIMIT_S).
 Each measurement runs in a fresh process so its peak RSS is its own. Goal: ≤ 30 s and ≤ 2 GB.
 
-    python benchmarks/bench_preprocess.py [--threads 2]
+Throughput: ``vbiopsy preprocess`` (skull-stripped preset) over the first ``--cases`` BraTS'18
+cases with ``--jobs 1`` and ``--jobs 2``, each in a fresh output folder: patients per minute and
+the peak RSS of the largest process (parent or worker).
+
+    python benchmarks/bench_preprocess.py [--threads 2] [--cases 4] [--skip-per-case]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -88,9 +93,37 @@ def measure(kind: str, case: str, threads: int) -> dict[str, float] | None:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def throughput(n_cases: int) -> None:
+    """Time ``vbiopsy preprocess --preset skull-stripped`` on ``n_cases`` cases, ``--jobs`` 1 then 2."""
+    cases = sorted(p for p in BRATS_CASE.parent.iterdir() if p.is_dir())[:n_cases]
+    cli = Path(sys.executable).parent / "vbiopsy"
+    print(f"\nthroughput: vbiopsy preprocess --preset skull-stripped, {len(cases)} BraTS'18 cases "
+          f"(4 × 240×240×155 each), fresh output folder per run")
+    print(f"{'jobs':>4} {'seconds':>8} {'patients/min':>13} {'speed-up':>9} {'peak MB (largest process)':>26}")
+    base = None
+    with tempfile.TemporaryDirectory() as tmp:
+        cohort = Path(tmp) / "cohort"
+        cohort.mkdir()
+        for case in cases:
+            (cohort / case.name).symlink_to(case)
+        for jobs in (1, 2):
+            out = Path(tmp) / f"out{jobs}"
+            before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            start = time.perf_counter()
+            subprocess.run([str(cli), "preprocess", str(cohort), "--out", str(out), "--preset", "skull-stripped",
+                            "--layout", "brats2021", "--jobs", str(jobs)], check=True, capture_output=True)
+            seconds = time.perf_counter() - start
+            peak = max(before, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) / 1024.0
+            base = base or seconds
+            print(f"{jobs:4d} {seconds:8.1f} {60 * len(cases) / seconds:13.2f} {base / seconds:8.2f}x {peak:26.0f}")
+            shutil.rmtree(out)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--cases", type=int, default=4, help="cases for the --jobs 1 vs 2 throughput run")
+    parser.add_argument("--skip-per-case", action="store_true", help="only the throughput run")
     parser.add_argument("--one", nargs=2, metavar=("KIND", "CASE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -99,6 +132,9 @@ def main() -> int:
     if not BRATS_CASE.exists() or not TCGA.exists():
         print(f"real data not found under {DATA}", file=sys.stderr)
         return 2
+    if args.skip_per_case:
+        throughput(args.cases)
+        return 0
     rows = [("brats18 240×240×155", "brats", k) for k in ("io_floor", "sitk_n4_full_t1c", "preset", "pipeline")]
     rows += [("tcga native 5.5 mm", "tcga", k) for k in ("io_floor", "sitk_n4_full_t1c", "pipeline")]
     print(f"MRI-Processor, 4 modalities per patient, {args.threads} threads, one fresh process per row; "
@@ -113,6 +149,7 @@ def main() -> int:
         print(f"{label:22} {kind:16} {out['seconds']:8.2f} {out['peak_mb']:8.0f}  {steps}")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print("goal: pipeline ≤ 30 s and ≤ 2048 MB per patient without SyN")
+    throughput(args.cases)
     return 0
 
 

@@ -3,8 +3,9 @@
 One place decides how workers start and how many threads each may use, so every command that
 takes ``--jobs`` behaves the same: ``fork`` when the parent has a single thread (cheap; workers are
 children, so ``getrusage`` sees them), else ``forkserver``/``spawn`` (forking a multi-threaded
-process, e.g. under a progress-bar thread, can deadlock the child); one BLAS/OpenMP thread per
-worker, because the pool already uses the cores the user asked for.
+process, e.g. under a progress-bar thread, can deadlock the child); one BLAS/OpenMP/torch/SimpleITK
+thread per worker (unless a step asks for more), because the pool already uses the cores the user
+asked for.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ def _init_worker(initializer: Callable[..., None] | None, initargs: tuple[Any, .
 
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover - torch is a core dependency
+        pass
+    try:
+        import SimpleITK as sitk
+
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    except ImportError:  # pragma: no cover - SimpleITK is a core dependency
         pass
     if initializer is not None:
         initializer(*initargs)

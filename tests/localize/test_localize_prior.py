@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vbiopsy.localize import Box, PriorConfig, Proposals
-from vbiopsy.localize.geometry import ball
+from vbiopsy.localize.geometry import ball, main_component_centre
 from vbiopsy.localize.prior import coarse_prior, smooth_and_dilate
 
 
@@ -47,3 +47,16 @@ def test_empty_proposals_give_an_empty_prior() -> None:
     empty = Proposals.from_boxes((5, 5, 5), {}, "test")
     prior, record = coarse_prior(empty, np.ones((5, 5, 5), bool), (1.0, 1.0, 1.0), PriorConfig())
     assert not prior.any() and record["mask_ml"] == 0
+
+
+def test_lesion_centre_is_the_weighted_centroid_of_the_heaviest_component() -> None:
+    weights = np.zeros((20, 12, 10), np.float32)
+    weights[2:6, 2:6, 2:5] = 1.0  # 48 units of mass
+    weights[12:16, 4:8, 3:7] = 0.5
+    weights[12:14, 4:8, 3:7] = 1.5  # 48 + 16 = 64 units, heavier at low x
+    weights[18, 10, 8] = 9.0  # a single bright voxel: heavy per voxel, light in total
+    centre = main_component_centre(weights)
+    assert centre is not None
+    # component 2: mass 1.5·32 at mean x 12.5 and 0.5·32 at mean x 14.5 → x = (48·12.5 + 16·14.5) / 64
+    assert centre == pytest.approx([(48 * 12.5 + 16 * 14.5) / 64, 5.5, 4.5])
+    assert main_component_centre(np.zeros((4, 4, 4))) is None

@@ -318,8 +318,8 @@ def brats_contains(centre: str, modality: str) -> list[bool]:
 @pytest.mark.skipif(not BRATS18.exists(), reason=f"real data {BRATS18} is not present (only on the project's machines)")
 def test_brats18_roi_contains_tumour_centroid_as_measured() -> None:
     # paper rule: 8/10 FLAIR and 4/10 T1c, as the reference code (baselines.md); restricting the
-    # search to the (skull-stripped) brain keeps fewer voxels and does worse; a localiser centre
-    # (here the manual one: upper bound) covers every case.
+    # search to the (skull-stripped) brain keeps fewer voxels and does worse; the manual centre is
+    # the upper bound. The Tumor-Localizer's centre reaches it: tests/localize/test_localize_real.py
     assert sum(brats_contains("paper", "flair")) == 8
     assert sum(brats_contains("paper", "t1ce")) == 4
     assert sum(brats_contains("brain", "flair")) == 6

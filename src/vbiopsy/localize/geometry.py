@@ -1,8 +1,9 @@
-"""Grid helpers in millimetres: ellipsoidal footprints and padded bounding boxes."""
+"""Grid helpers in millimetres: ellipsoidal footprints, padded bounding boxes, lesion centres."""
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 Spacing = tuple[float, float, float]
 
@@ -25,3 +26,18 @@ def bounding_slices(mask: np.ndarray, margin: tuple[int, int, int]) -> tuple[sli
             raise ValueError("bounding_slices needs a non-empty mask")
         spans.append(slice(max(int(hit[0]) - int(m), 0), min(int(hit[-1]) + int(m) + 1, int(n))))
     return spans[0], spans[1], spans[2]
+
+
+def main_component_centre(weights: np.ndarray) -> np.ndarray | None:
+    """Weighted centroid (voxel coordinates, shape (3,)) of the heaviest connected part of ``weights > 0``.
+
+    The connected component (26-connectivity) with the largest total weight wins, so a small
+    stray blob cannot pull the centre between two lesions; ``None`` when ``weights`` is all zero.
+    """
+    support = weights > 0
+    if not support.any():
+        return None
+    labels, n = ndimage.label(support, structure=np.ones((3, 3, 3), bool))
+    index = np.arange(1, n + 1)
+    best = int(index[np.argmax(ndimage.sum_labels(weights, labels, index))])
+    return np.asarray(ndimage.center_of_mass(np.where(labels == best, weights, 0)), dtype=float)

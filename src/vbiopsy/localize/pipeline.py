@@ -23,6 +23,7 @@ from vbiopsy.errors import ConfigError, InputError, VbiopsyError
 from vbiopsy.localize.boxes import ProposalError, Proposals, SliceProposer
 from vbiopsy.localize.builtin import BuiltinProposer
 from vbiopsy.localize.config import LocalizerConfig
+from vbiopsy.localize.geometry import main_component_centre
 from vbiopsy.localize.prior import coarse_prior
 from vbiopsy.localize.refine import refine_prior
 from vbiopsy.localize.scan import Scan, prepare_scan
@@ -60,6 +61,23 @@ class LocalizationResult:
     def refined_prior(self) -> np.ndarray:
         """Soft refined prior: ``max(coarse prior, MLP probability)`` inside the refined mask, 0 outside."""
         return np.where(self.refined_mask, np.maximum(self.coarse_prior, self.probability), 0).astype(np.float32)
+
+    def centre_vox(self) -> np.ndarray | None:
+        """Centre of the lesion (voxel coordinates, shape (3,)): the refined prior's weighted centroid
+        over its heaviest connected part; ``None`` when nothing was found.
+
+        This is the point an ASLNet ROI can be centred on (``compute_roi(..., centre_mm=...)``)
+        instead of the brightest voxels, which vessels or artefacts can pull off the tumour.
+        """
+        return main_component_centre(self.refined_prior)
+
+    def centre_mm(self, affine: np.ndarray) -> tuple[float, float, float] | None:
+        """:meth:`centre_vox` in world mm under the grid's 4×4 voxel → mm ``affine``."""
+        centre = self.centre_vox()
+        if centre is None:
+            return None
+        mm = np.asarray(affine, dtype=float)[:3, :3] @ centre + np.asarray(affine, dtype=float)[:3, 3]
+        return (float(mm[0]), float(mm[1]), float(mm[2]))
 
 
 def _config(config: LocalizerConfig | Mapping[str, Any] | None) -> LocalizerConfig:
