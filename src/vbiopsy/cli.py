@@ -141,6 +141,43 @@ def preprocess(
         raise typer.Exit(EXIT_PROBLEMS)
 
 
+@app.command()
+@user_errors
+def train(
+    config: Path = typer.Argument(..., help="Training config YAML (configs/aslnet-*.yaml)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (created)."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),
+    splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json to use (overrides data.splits)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Override optim.max_epochs."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Processes for cutting the ROI cubes."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override optim.seed."),
+    evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate on the test set at the end."),
+) -> None:
+    """Cross-validate a model (one per fold), fit post-hoc rules on OOF, then evaluate on the test set."""
+    from vbiopsy.train.run import check_positive, load_train_config
+    from vbiopsy.train.run import train as run_train
+
+    check_positive("--max-epochs", max_epochs)
+    check_positive("--jobs", jobs)
+    data = {k: str(v.absolute()) for k, v in (("cohort", cohort), ("splits", splits)) if v is not None}
+    if jobs is not None:
+        data["jobs"] = jobs
+    optim = {k: v for k, v in (("max_epochs", max_epochs), ("seed", seed)) if v is not None}
+    overrides = {k: v for k, v in (("data", data), ("optim", optim)) if v}
+    run_train(load_train_config(config, overrides), out, evaluate=evaluate)
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A finished training run folder."),
+) -> None:
+    """Evaluate a trained run on its held-out test set (never retrains)."""
+    from vbiopsy.train.run import evaluate_run
+
+    evaluate_run(run_dir)
+
+
 @cohort_app.command("check")
 @user_errors
 def cohort_check(

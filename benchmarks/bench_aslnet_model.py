@@ -1,0 +1,197 @@
+"""Training/inference throughput of the ASLNet grade model on CPU, as a fraction of matmul peak.
+
+Measures, with ``--threads`` intra-op threads (default 2, the whole dev machine):
+
+1. peak: 2048² matmul GFLOP/s in fp32 and bf16 (best of ``--peak-reps``; AMX does bf16 here);
+2. one training step (forward + backward + AdamW) of the paper's grade model (f = 32, basic
+   [2, 2, 2, 2], 4 → 3) on (B, 4, 70, 70, 70), fp32 and under ``torch.autocast("cpu", bf16)``, in
+   contiguous and ``channels_last_3d`` layout, for each batch size;
+3. forward-only inference (eval, ``inference_mode``), the same grid plus bf16 weights;
+4. ablations: AdamW for-each (default) instead of ``fused=True``, one thread, larger batch.
+
+FLOPs are counted exactly, per configuration, with ``torch.utils.flop_counter.FlopCounterMode``
+on the first warm-up step (convolutions and matmuls, forward and backward; the element-wise
+GroupNorm/ReLU/AdamW work is not counted, as usual for "model FLOPs"). Achieved GFLOP/s = FLOPs /
+median step time; the best step is shown too. The machine is shared: the 1-minute load average
+is printed before and after, and peaks are re-measured at the end; compare only rows of one run.
+
+Usage: ``python benchmarks/bench_aslnet_model.py [--steps 5] [--warmup 2] [--batches 2 1]``
+(``--quick`` for a smoke run on a 32³ input). Runtime ≈ 1–2 min on an idle 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from vbiopsy.models import build_aslnet
+
+Precision = str  # "fp32" | "bf16" (autocast) | "bf16-weights" (inference only: weights cast to bf16)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark configuration."""
+
+    mode: str  # "train" | "infer"
+    batch: int
+    precision: Precision
+    channels_last: bool
+    fused_adamw: bool = True
+    threads: int = 2
+    note: str = ""
+
+    @property
+    def label(self) -> str:
+        layout = "CL3d" if self.channels_last else "NCDHW"
+        extra = "" if self.mode == "infer" or self.fused_adamw else " foreach-AdamW"
+        return f"{self.mode} B={self.batch} {self.precision} {layout}{extra} t={self.threads}{self.note}"
+
+
+@dataclass
+class Result:
+    case: Case
+    gflop: float
+    seconds: list[float]
+    peak: float
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def row(self) -> str:
+        med, best = self.median, min(self.seconds)
+        rate, best_rate = self.gflop / med, self.gflop / best
+        return (f"{self.case.label:<44} {self.gflop:8.2f} {med * 1e3:8.1f} {best * 1e3:8.1f} "
+                f"{rate:8.1f} {100 * rate / self.peak:6.1f} {best_rate:8.1f} {100 * best_rate / self.peak:6.1f}")
+
+
+def matmul_peak(dtype: torch.dtype, reps: int, n: int = 2048) -> float:
+    """Best-of-``reps`` GFLOP/s of an n×n @ n×n matmul (2n³ FLOPs) with the current thread count."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    out = torch.empty(n, n, dtype=dtype)
+    for _ in range(3):
+        torch.mm(a, b, out=out)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / min(times) / 1e9
+
+
+def _step_fn(case: Case, side: int) -> Callable[[], None]:
+    """A closure running one step of ``case`` on a fresh seeded grade model."""
+    torch.manual_seed(0)
+    model: nn.Module = build_aslnet("grade")
+    x = torch.randn(case.batch, 4, side, side, side)
+    y = torch.randint(0, 3, (case.batch,))
+    if case.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
+    autocast = case.precision == "bf16"
+    if case.mode == "infer":
+        model.eval()
+        if case.precision == "bf16-weights":
+            model, x = model.to(torch.bfloat16), x.to(torch.bfloat16)
+
+        def infer() -> None:
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                model(x)
+        return infer
+    model.train()
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-4, eps=1e-7, weight_decay=1e-7,
+                                  fused=True if case.fused_adamw else None)
+
+    def train() -> None:
+        optimiser.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        optimiser.step()
+    return train
+
+
+def run_case(case: Case, side: int, warmup: int, steps: int, peaks: dict[tuple[str, int], float]) -> Result:
+    """Count FLOPs on the first warm-up step, then time ``steps`` steps."""
+    torch.set_num_threads(case.threads)
+    step = _step_fn(case, side)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    for _ in range(max(warmup - 1, 0)):
+        step()
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        seconds.append(time.perf_counter() - start)
+    peak = peaks[("fp32" if case.precision == "fp32" else "bf16", case.threads)]
+    return Result(case, counter.get_total_flops() / 1e9, seconds, peak)
+
+
+def cases(batches: list[int], threads: int) -> list[Case]:
+    """The main grid, then the ablations."""
+    grid = [Case(mode, b, p, cl, threads=threads) for mode in ("train", "infer") for b in batches
+            for p in ("fp32", "bf16") for cl in (False, True)]
+    grid += [Case("infer", b, "bf16-weights", cl, threads=threads) for b in batches for cl in (False, True)]
+    big = max(batches) * 2
+    grid += [Case("train", batches[0], "fp32", True, fused_adamw=False, threads=threads),
+             Case("train", batches[0], "bf16", False, fused_adamw=False, threads=threads),
+             Case("train", big, "fp32", True, threads=threads), Case("train", big, "bf16", False, threads=threads)]
+    if threads > 1:
+        grid += [Case("train", batches[0], "fp32", True, threads=1), Case("train", batches[0], "bf16", False, threads=1)]
+    return grid
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[2, 1])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--peak-reps", type=int, default=15)
+    parser.add_argument("--quick", action="store_true", help="32³ input, 1 timed step: smoke test only")
+    args = parser.parse_args()
+    side, steps = (32, 1) if args.quick else (70, args.steps)
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"threads {args.threads}, input {side}³, load avg before {os.getloadavg()[0]:.2f}")
+    peaks: dict[tuple[str, int], float] = {}
+    for threads in sorted({1, args.threads}):
+        torch.set_num_threads(threads)
+        for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            peaks[(name, threads)] = matmul_peak(dtype, args.peak_reps)
+    print("matmul 2048² peak GFLOP/s: " + ", ".join(f"{k[0]} t={k[1]}: {v:.0f}" for k, v in sorted(peaks.items())))
+    header = (f"{'configuration':<44} {'GFLOP':>8} {'med ms':>8} {'best ms':>8} {'GFLOP/s':>8} {'%peak':>6} "
+              f"{'best/s':>8} {'%peak':>6}")
+    print(header + "\n" + "-" * len(header))
+    results = []
+    for case in cases(args.batches, args.threads):
+        result = run_case(case, side, args.warmup, steps, peaks)
+        results.append(result)
+        print(result.row(), flush=True)
+    torch.set_num_threads(args.threads)
+    again = {name: matmul_peak(dtype, args.peak_reps) for name, dtype in (("fp32", torch.float32),
+                                                                         ("bf16", torch.bfloat16))}
+    print(f"matmul peak re-measured at the end (t={args.threads}): fp32 {again['fp32']:.0f}, bf16 {again['bf16']:.0f}"
+          f" GFLOP/s; load avg after {os.getloadavg()[0]:.2f}")
+    for mode in ("train", "infer"):
+        best = max((r for r in results if r.case.mode == mode and r.case.threads == args.threads),
+                   key=lambda r: r.gflop / r.median)
+        print(f"fastest {mode}: {best.case.label}: {best.gflop / best.median:.0f} GFLOP/s "
+              f"({100 * best.gflop / best.median / best.peak:.0f} % of its peak), "
+              f"{best.case.batch / best.median:.1f} samples/s")
+    print(f"total {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

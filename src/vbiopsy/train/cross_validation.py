@@ -1,0 +1,190 @@
+"""Cross-validation runner: one model per fold, out-of-fold predictions, fold ensemble on test.
+
+For each fold: tabular imputation/normalisation and class weights fitted on the fold's training
+patients only; fit with early stopping on the fold's validation patients; best weights saved as
+safetensors; validation patients predicted once (out-of-fold, one row per patient, no
+augmentation); test patients predicted from images and clinical inputs only. Then post-hoc rules
+are fitted on the OOF predictions (survival threshold by Youden J; grade class scaling by
+macro-F1) and the clinical-only baseline is fitted on the same folds. Test labels are not read
+here (see :mod:`vbiopsy.train.cohort`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vbiopsy import __version__
+from vbiopsy.atomic import ensure_writable_dir, write_text_atomic, write_with_atomic
+from vbiopsy.config import save_config
+from vbiopsy.models import build_aslnet
+from vbiopsy.tasks.aslnet import AslNetTask
+from vbiopsy.tasks.losses import class_weights
+from vbiopsy.train.checkpoint import save_checkpoint
+from vbiopsy.train.cohort import TrainingCohort, prepare_cohort, targets_of
+from vbiopsy.train.config import TrainConfig
+from vbiopsy.train.dataset import CubeDataset
+from vbiopsy.train.fit import fit, predict
+from vbiopsy.train.tabular import TabularEncoding
+
+CLASS_NAMES = {"grade": ["grade_2", "grade_3", "grade_4"], "survival": ["p_event"], "survival_cox": ["risk"]}
+
+
+def output_columns(config: TrainConfig) -> list[str]:
+    """Names of the per-patient output columns in prediction CSVs."""
+    return CLASS_NAMES[config.task]
+
+
+def build_model(config: TrainConfig) -> Any:
+    """The configured network (untrained)."""
+    m = config.model
+    common = {"base_width": m.base_width, "blocks": m.blocks, "gn_groups": m.gn_groups, "dropout": config.dropout}
+    if config.task == "grade":
+        return build_aslnet("grade", in_channels=4, block=m.block, **common)
+    return build_aslnet("survival", in_channels=4, tabular_features=3, film_stages=m.conditioned_stages,
+                        film_hidden=m.film_hidden, film_dropout=m.film_dropout, tabular_hidden=m.tabular_hidden,
+                        tabular_layers=m.tabular_layers, **common)
+
+
+def model_metadata(config: TrainConfig, fold: int, encoding: TabularEncoding | None, cohort: TrainingCohort) -> dict:
+    """JSON metadata stored beside each fold's weights."""
+    any_cube = next(iter(cohort.cubes.values()))
+    return {"task": config.task, "fold": fold, "model": config.model.model_dump(mode="json"),
+            "dropout": config.dropout, "classes": output_columns(config), "modality": config.data.modality,
+            "roi": config.data.roi.model_dump(mode="json"), "spacing_mm": list(any_cube.spacing),
+            "tabular": encoding.to_dict() if encoding is not None else None, "vbiopsy": __version__}
+
+
+def _frame_csv(frame: pd.DataFrame, path: Path) -> Path:
+    return write_with_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+
+
+def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_dir: Path) -> dict[str, Any]:
+    """Train fold ``fold_index``; write its weights, history and predictions; return a summary."""
+    fold = cohort.splits.folds[fold_index]
+    folder = ensure_writable_dir(run_dir / f"fold_{fold_index}")
+    train_ids, val_ids, test_ids = list(fold.train), list(fold.val), list(cohort.test_ids)
+    y_train = targets_of(cohort.train_labels, train_ids)
+    y_val = targets_of(cohort.train_labels, val_ids)
+    encoding = None
+    tab: dict[str, np.ndarray | None] = {"train": None, "val": None, "test": None}
+    if config.uses_tabular:
+        encoding = TabularEncoding.fit(cohort.frame(train_ids))
+        for name, ids in (("train", train_ids), ("val", val_ids), ("test", test_ids)):
+            tab[name] = encoding.transform(cohort.frame(ids)) if ids else None
+    weight = None
+    if config.optim.class_weights and config.task != "survival_cox":
+        n_classes = 3 if config.task == "grade" else 2
+        weight = class_weights(np.asarray(y_train).astype(int), n_classes)
+    seed = config.optim.seed * 1000 + fold_index
+    model = build_model(config)
+    if encoding is not None:
+        model.tabular.set_normalisation(encoding.mean, encoding.std)
+    module = AslNetTask(model, task=config.task, optim=config.optim, class_weight=weight,
+                        uses_tabular=config.uses_tabular)
+    cubes = cohort.cubes
+    train_set = CubeDataset([cubes[s] for s in train_ids], targets=y_train, tabular=tab["train"],
+                            augment=config.augment, seed=seed)
+    val_set = CubeDataset([cubes[s] for s in val_ids], targets=y_val, tabular=tab["val"])
+    started = time.perf_counter()
+    result = fit(module, train_set, val_set, config.optim, seed=seed)
+    seconds = time.perf_counter() - started
+    save_checkpoint(folder / "model.safetensors", module.model.state_dict(),
+                    model_metadata(config, fold_index, encoding, cohort))
+    columns = output_columns(config)
+    oof = predict(module, CubeDataset([cubes[s] for s in val_ids], tabular=tab["val"]))
+    frame = pd.DataFrame(np.asarray(oof).reshape(len(val_ids), -1), columns=columns)
+    frame.insert(0, "fold", fold_index)
+    frame.insert(0, "subject_id", val_ids)
+    _frame_csv(frame, folder / "oof_predictions.csv")
+    if test_ids:
+        test = predict(module, CubeDataset([cubes[s] for s in test_ids], tabular=tab["test"]))
+        test_frame = pd.DataFrame(np.asarray(test).reshape(len(test_ids), -1), columns=columns)
+        test_frame.insert(0, "subject_id", test_ids)
+        _frame_csv(test_frame, folder / "test_predictions.csv")
+    _frame_csv(pd.DataFrame(result.history), folder / "history.csv")
+    summary = {"fold": fold_index, "n_train": len(train_ids), "n_val": len(val_ids), "seconds": round(seconds, 2),
+               "class_weight": None if weight is None else [round(float(w), 6) for w in weight], **asdict(result)}
+    summary.pop("history")
+    write_text_atomic(folder / "fit.json", json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def collect_predictions(config: TrainConfig, cohort: TrainingCohort, run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """OOF table (one row per training-pool patient, with its training label) and test ensemble table."""
+    n_folds = len(cohort.splits.folds)
+    columns = output_columns(config)
+    oof = pd.concat([pd.read_csv(run_dir / f"fold_{k}" / "oof_predictions.csv", dtype={"subject_id": str})
+                     for k in range(n_folds)], ignore_index=True)
+    y = targets_of(cohort.train_labels, list(oof["subject_id"]))
+    if y.ndim == 2:
+        oof["time"], oof["event"] = y[:, 0], y[:, 1].astype(int)
+    else:
+        oof["target"] = y.astype(int)
+    test = pd.DataFrame({"subject_id": list(cohort.test_ids)})
+    if cohort.test_ids:
+        per_fold = [pd.read_csv(run_dir / f"fold_{k}" / "test_predictions.csv", dtype={"subject_id": str})
+                    for k in range(n_folds)]
+        for column in columns:
+            test[column] = np.mean([f[column].to_numpy() for f in per_fold], axis=0)
+    return oof, test
+
+
+def fit_posthoc(config: TrainConfig, oof: pd.DataFrame) -> dict[str, Any]:
+    """Decision rules fitted on OOF predictions only."""
+    from vbiopsy.evaluate.classification import youden_threshold
+    from vbiopsy.train.posthoc import fit_class_scaling
+
+    if config.task == "grade":
+        scaling = fit_class_scaling(oof["target"].to_numpy(), oof[output_columns(config)].to_numpy())
+        return {"rule": "scaled argmax (macro-F1 on OOF)", "class_scaling": [float(s) for s in scaling]}
+    if config.task == "survival":
+        threshold, j = youden_threshold(oof["target"].to_numpy(), oof["p_event"].to_numpy())
+        return {"rule": "p >= threshold (Youden J on OOF)", "threshold": float(threshold), "youden_j": float(j)}
+    risk = oof["risk"].to_numpy()
+    return {"rule": "risk above the OOF median = high-risk group", "risk_cutoff": float(np.median(risk))}
+
+
+def run_baseline(config: TrainConfig, cohort: TrainingCohort, run_dir: Path) -> dict[str, Any] | None:
+    """Clinical-only model on the same patients, folds and label; OOF and test predictions written."""
+    from vbiopsy.train.baseline import clinical_baseline
+
+    pool = [s for fold in cohort.splits.folds for s in fold.val]
+    index = {s: i for i, s in enumerate(pool)}
+    folds = [(np.array([index[s] for s in fold.train]), np.array([index[s] for s in fold.val]))
+             for fold in cohort.splits.folds]
+    result = clinical_baseline(cohort.frame(pool), targets_of(cohort.train_labels, pool), cohort.frame(cohort.test_ids),
+                               folds=folds, kind="cox" if config.task == "survival_cox" else "logistic",
+                               columns=output_columns(config))
+    return result.save(run_dir / "baseline")
+
+
+def run_cross_validation(config: TrainConfig, out: str | Path, *, progress: Any = None) -> Path:
+    """Train every fold, then write OOF/test predictions, post-hoc rules and the baseline. Returns the run folder."""
+    run_dir = ensure_writable_dir(out)
+    save_config(config, run_dir / "config.yaml")
+    started = time.perf_counter()
+    cohort = prepare_cohort(config, run_dir)
+    n_folds = len(cohort.splits.folds)
+    folds = []
+    for k in range(n_folds):
+        folds.append(run_fold(config, cohort, k, run_dir))
+        if progress is not None:
+            progress(k + 1, n_folds)
+    oof, test = collect_predictions(config, cohort, run_dir)
+    _frame_csv(oof, run_dir / "oof_predictions.csv")
+    _frame_csv(test, run_dir / "test_predictions.csv")
+    posthoc = fit_posthoc(config, oof)
+    write_text_atomic(run_dir / "posthoc.json", json.dumps(posthoc, indent=1) + "\n")
+    baseline = run_baseline(config, cohort, run_dir) if config.baseline else None
+    info = {"vbiopsy": __version__, "task": config.task, "n_train_pool": len(oof), "n_test": len(test),
+            "excluded": cohort.train_labels.excluded, "folds": folds, "baseline": baseline,
+            "seconds": round(time.perf_counter() - started, 1)}
+    write_text_atomic(run_dir / "run.json", json.dumps(info, indent=1, default=str) + "\n")
+    return run_dir
