@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -189,3 +190,9 @@ def test_build_aslnet_options() -> None:
         build_aslnet("grade", tabular_hidden=8)
     with pytest.raises(ConfigError, match="'os'"):
         build_aslnet("os")  # type: ignore[arg-type]
+
+
+def test_numpy_integers_are_accepted() -> None:
+    model = ResNet3D(np.int64(4), np.int32(2), base_width=np.int64(4), blocks=[np.int64(1), 1], gn_groups=2)
+    assert model.base_width == 4 and isinstance(model.base_width, int) and model.blocks == (1, 1)
+    assert model(torch.randn(1, 4, 8, 8, 8)).shape == (1, 2)

@@ -37,10 +37,10 @@ def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_positive_int(name: str, value: object) -> int:
-    """``value`` as an int ≥ 1, else ConfigError naming ``name`` and the value (bools refused)."""
-    if not _is_int(value) or value < 1:  # type: ignore[operator]
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+def check_int(name: str, value: object, minimum: int = 1) -> int:
+    """``value`` as an int ≥ ``minimum``, else ConfigError naming ``name`` and the value (bools refused)."""
+    if not _is_int(value) or value < minimum:  # type: ignore[operator]
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)  # type: ignore[call-overload]
 
 
@@ -87,9 +87,9 @@ class FiLMGenerator(nn.Module):
 
     def __init__(self, condition_dim: int, channels: int, *, hidden: int = 64, dropout: float = 0.1) -> None:
         super().__init__()
-        self.condition_dim = check_positive_int("film_dim", condition_dim)
-        self.channels = check_positive_int("film channels", channels)
-        hidden = check_positive_int("film_hidden", hidden)
+        self.condition_dim = check_int("film_dim", condition_dim)
+        self.channels = check_int("film channels", channels)
+        hidden = check_int("film_hidden", hidden)
         rate = check_rate("film_dropout", dropout)
         self.hidden = nn.Linear(condition_dim, hidden)
         self.hidden_dropout = nn.Dropout(rate) if rate > 0 else nn.Identity()

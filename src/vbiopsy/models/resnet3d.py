@@ -33,8 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from vbiopsy.errors import ConfigError, InputError
-from vbiopsy.models.film import (FiLMGenerator, check_int_sequence, check_positive_int, check_rate,
-                                 modulate)
+from vbiopsy.models.film import FiLMGenerator, check_int, check_int_sequence, check_rate, modulate
 
 BlockKind = Literal["basic", "bottleneck"]
 #: channel multiplier of each block's output over its stage width.
@@ -122,17 +121,17 @@ class ResNet3D(nn.Module):
                  film_stages: Sequence[int] = (), film_dim: int = 0, film_hidden: int = 64,
                  film_dropout: float = 0.1) -> None:
         super().__init__()
-        self.in_channels = check_positive_int("in_channels", in_channels)
-        self.out_channels = check_positive_int("out_channels", out_channels)
-        self.base_width = check_positive_int("base_width", base_width)
+        self.in_channels = check_int("in_channels", in_channels)
+        self.out_channels = check_int("out_channels", out_channels)
+        self.base_width = check_int("base_width", base_width)
         self.blocks = check_int_sequence("blocks", blocks, allow_empty=False, minimum=1)
         self.block = check_block_kind(block)
-        self.gn_groups = check_positive_int("gn_groups", gn_groups)
+        self.gn_groups = check_int("gn_groups", gn_groups)
         dropout = check_rate("dropout", dropout)
         head_rate = dropout if head_dropout is None else check_rate("head_dropout", head_dropout)
-        self.film_stages = self._check_film(film_stages, film_dim)
-        self.film_dim = film_dim
-        film_hidden = check_positive_int("film_hidden", film_hidden)
+        self.film_dim = check_int("film_dim", film_dim, minimum=0)
+        self.film_stages = self._check_film_stages(film_stages)
+        film_hidden = check_int("film_hidden", film_hidden)
         film_dropout = check_rate("film_dropout", film_dropout)
 
         stem_width = self.base_width
@@ -147,7 +146,7 @@ class ResNet3D(nn.Module):
                 stride = 2 if index > 0 and position == 0 else 1
                 film = None
                 if index in self.film_stages:
-                    film = FiLMGenerator(film_dim, width * EXPANSION[block], hidden=film_hidden, dropout=film_dropout)
+                    film = FiLMGenerator(self.film_dim, width * EXPANSION[block], hidden=film_hidden, dropout=film_dropout)
                 stage.append(ResidualBlock3D(channels, width, stride=stride, kind=block, gn_groups=gn_groups,
                                              dropout=dropout, film=film))
                 channels = width * EXPANSION[block]
@@ -157,15 +156,13 @@ class ResNet3D(nn.Module):
         self.fc = nn.Linear(channels, self.out_channels)
         self.reset_parameters()
 
-    def _check_film(self, film_stages: Sequence[int], film_dim: int) -> tuple[int, ...]:
+    def _check_film_stages(self, film_stages: Sequence[int]) -> tuple[int, ...]:
         stages = check_int_sequence("film_stages", film_stages, allow_empty=True, minimum=0)
         out_of_range = [s for s in stages if s >= len(self.blocks)]
         if out_of_range or len(set(stages)) != len(stages):
             raise ConfigError(f"film_stages must be distinct stage indices in [0, {len(self.blocks) - 1}], "
                               f"got {list(stages)!r}")
-        if isinstance(film_dim, bool) or not isinstance(film_dim, int) or film_dim < 0:
-            raise ConfigError(f"film_dim must be a non-negative integer, got {film_dim!r}")
-        if stages and film_dim == 0:
+        if stages and self.film_dim == 0:
             raise ConfigError(f"film_dim must be > 0 when film_stages is non-empty ({list(stages)!r}), got 0")
         return tuple(sorted(stages))
 

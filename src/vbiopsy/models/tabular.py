@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from vbiopsy.errors import ConfigError, InputError
-from vbiopsy.models.film import check_int_sequence, check_positive_int, check_rate
+from vbiopsy.models.film import check_int, check_int_sequence, check_rate
 from vbiopsy.models.resnet3d import BlockKind, ResNet3D
 
 #: smallest std the normaliser divides by (a constant column maps to 0, not to ±inf).
@@ -37,10 +37,9 @@ class TabularEncoder(nn.Module):
 
     def __init__(self, in_features: int, *, hidden: int = 128, layers: int = 2, dropout: float = 0.0) -> None:
         super().__init__()
-        self.in_features = check_positive_int("tabular_features", in_features)
-        hidden = check_positive_int("tabular_hidden", hidden)
-        if isinstance(layers, bool) or not isinstance(layers, int) or layers < 0:
-            raise ConfigError(f"tabular_layers must be a non-negative integer, got {layers!r}")
+        self.in_features = check_int("tabular_features", in_features)
+        hidden = check_int("tabular_hidden", hidden)
+        layers = check_int("tabular_layers", layers, minimum=0)
         rate = check_rate("tabular_dropout", dropout)
         self.register_buffer("mean", torch.zeros(in_features))
         self.register_buffer("std", torch.ones(in_features))

@@ -39,9 +39,11 @@ def label_task(config: TrainConfig) -> str:
 
 
 def stratum(labels: TaskLabels) -> list[object]:
-    """What the split stratifies on: the class, or the event for time-to-event labels."""
+    """What the split stratifies on: the class value (e.g. grade 3), or the event for time-to-event labels."""
     y = labels.y
-    return [int(v) for v in (y[:, 1] if y.ndim == 2 else y)]
+    if y.ndim == 2:
+        return [int(v) for v in y[:, 1]]
+    return [labels.classes[int(v)] for v in y]  # the class itself (grade 2/3/4), as users name it
 
 
 @dataclass

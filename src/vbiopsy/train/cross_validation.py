@@ -30,7 +30,7 @@ from vbiopsy.train.checkpoint import save_checkpoint
 from vbiopsy.train.cohort import TrainingCohort, prepare_cohort, targets_of
 from vbiopsy.train.config import TrainConfig
 from vbiopsy.train.dataset import CubeDataset
-from vbiopsy.train.fit import fit, predict
+from vbiopsy.train.fit import fit, predict, seed_everything
 from vbiopsy.train.tabular import TabularEncoding
 
 CLASS_NAMES = {"grade": ["grade_2", "grade_3", "grade_4"], "survival": ["p_event"], "survival_cox": ["risk"]}
@@ -83,6 +83,7 @@ def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_d
         n_classes = 3 if config.task == "grade" else 2
         weight = class_weights(np.asarray(y_train).astype(int), n_classes)
     seed = config.optim.seed * 1000 + fold_index
+    seed_everything(seed, deterministic=config.optim.deterministic)  # weights initialised from the seed
     model = build_model(config)
     if encoding is not None:
         model.tabular.set_normalisation(encoding.mean, encoding.std)

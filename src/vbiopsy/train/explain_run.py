@@ -89,7 +89,8 @@ def explain_run(config: TrainConfig, run_dir: Path) -> Path:
         path = save_saliency(scan, out / f"{sid}_saliency.nii.gz")
         baseline = torch.from_numpy(encoding.mean.astype(np.float32))[None] if encoding is not None else None
         shapley = channel_shapley(ensemble, image, target, tabular=tabular, tabular_baseline=baseline,
-                                  channel_names=CHANNEL_PLAYERS, tabular_names=TABULAR_PLAYERS)
+                                  channel_names=CHANNEL_PLAYERS,
+                                  tabular_names=TABULAR_PLAYERS if tabular is not None else None)
         seg = manifest.row(sid).get("seg")
         row: dict[str, Any] = {"subject_id": sid, "target": target, "saliency": path.name,
                                "tumour_mass_fraction": tumour_mass_fraction(scan.array, seg),
