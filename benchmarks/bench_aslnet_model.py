@@ -15,8 +15,23 @@ GroupNorm/ReLU/AdamW work is not counted, as usual for "model FLOPs"). Achieved 
 median step time; the best step is shown too. The machine is shared: the 1-minute load average
 is printed before and after, and peaks are re-measured at the end; compare only rows of one run.
 
+Measured on the dev machine (2 vCPU Xeon with AVX-512 + AMX, idle, load ≈ 0.7 during the run):
+peak fp32 386, bf16 2,520 GFLOP/s. Training step, batch 2: fp32 contiguous 155 GFLOP/s (40 %),
+**fp32 channels_last_3d 215 GFLOP/s (56 % of fp32 peak, 142 ms/step, best honest config at
+the paper's scale)**, bf16 autocast contiguous 239 GFLOP/s (fastest in absolute terms, 128 ms,
+but 9.5 % of the AMX peak), bf16 channels_last_3d 200. Batch 1 (the paper's): fp32 CL 96 GFLOP/s
+(25 %, 160 ms — barely faster than batch 2), bf16 123. Batch 4: fp32 CL 190, bf16 299. fused
+AdamW vs for-each: 215 vs 199 (fp32 CL), 239 vs 184 (bf16). 1 thread: fp32 CL 116 GFLOP/s (59 %
+of the 1-thread peak). Inference, batch 2: fp32 CL 271 (70 %), bf16-weights CL 602 (24 %).
+Did not help (separate probes): ``torch.compile`` (fp32 CL 183, bf16 CL 211, bf16 240 GFLOP/s —
+no gain after a 25 s compile), ``OMP_WAIT_POLICY=PASSIVE`` (170 vs 194), bf16 + channels_last
+for training (GroupNorm backward on channels-last bf16 takes ~35 % of the step). bf16 stays far
+below its AMX peak because GroupNorm/ReLU/max-pool/casts are memory-bound and convolutions with
+few channels (4 → 32 stem, f = 32 stages) do not fill the AMX tiles. Under load from other users
+the 2-thread numbers collapse (OpenMP spin-waiting on an oversubscribed core): rerun when idle.
+
 Usage: ``python benchmarks/bench_aslnet_model.py [--steps 5] [--warmup 2] [--batches 2 1]``
-(``--quick`` for a smoke run on a 32³ input). Runtime ≈ 1–2 min on an idle 2-core machine.
+(``--quick`` for a smoke run on a 32³ input). Runtime ≈ 35 s on the idle 2-core machine.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -35,30 +51,32 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from vbiopsy.models import build_aslnet
 
-Precision = str  # "fp32" | "bf16" (autocast) | "bf16-weights" (inference only: weights cast to bf16)
+#: "fp32"; "bf16" = fp32 weights under autocast; "bf16-weights" = weights cast to bf16 (inference only).
+Precision = Literal["fp32", "bf16", "bf16-weights"]
 
 
 @dataclass(frozen=True)
 class Case:
     """One benchmark configuration."""
 
-    mode: str  # "train" | "infer"
+    mode: Literal["train", "infer"]
     batch: int
     precision: Precision
     channels_last: bool
     fused_adamw: bool = True
     threads: int = 2
-    note: str = ""
 
     @property
     def label(self) -> str:
         layout = "CL3d" if self.channels_last else "NCDHW"
         extra = "" if self.mode == "infer" or self.fused_adamw else " foreach-AdamW"
-        return f"{self.mode} B={self.batch} {self.precision} {layout}{extra} t={self.threads}{self.note}"
+        return f"{self.mode} B={self.batch} {self.precision} {layout}{extra} t={self.threads}"
 
 
 @dataclass
 class Result:
+    """FLOPs (GFLOP per step), timed step durations (s) and the matching matmul peak (GFLOP/s)."""
+
     case: Case
     gflop: float
     seconds: list[float]
@@ -169,7 +187,8 @@ def cases(batches: list[int], threads: int) -> list[Case]:
              Case("train", batches[0], "bf16", False, fused_adamw=False, threads=threads),
              Case("train", big, "fp32", True, threads=threads), Case("train", big, "bf16", False, threads=threads)]
     if threads > 1:
-        grid += [Case("train", batches[0], "fp32", True, threads=1), Case("train", batches[0], "bf16", False, threads=1)]
+        grid += [Case("train", batches[0], "fp32", True, threads=1),
+                 Case("train", batches[0], "bf16", False, threads=1)]
     return grid
 
 
