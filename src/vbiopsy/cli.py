@@ -178,6 +178,44 @@ def evaluate(
     evaluate_run(run_dir)
 
 
+@app.command()
+@user_errors
+def predict(
+    run_dir: Path = typer.Argument(..., help="A finished training run folder."),
+    subjects: list[str] = typer.Argument(..., help="Subject IDs to predict."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for predictions.csv (and saliency maps)."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort holding the subjects (default: the run's)."),
+    saliency: bool = typer.Option(False, "--saliency", help="Write an IG saliency NIfTI per subject (scan grid)."),
+) -> None:
+    """Predict with a run's fold ensemble; the OOF-fitted decision rule is applied."""
+    from vbiopsy.train.predict import predict_subjects
+    from vbiopsy.train.run import load_run_config
+
+    path = predict_subjects(load_run_config(run_dir), run_dir, subjects, out, cohort=cohort, saliency=saliency)
+    print(f"predictions: {path}")
+
+
+@app.command()
+@user_errors
+def tune(
+    config: Path = typer.Argument(..., help="Training config YAML: the fixed part of every trial."),
+    out: Path = typer.Option(..., "--out", "-o", help="Study folder (trial_NNNN runs, best_config.yaml)."),
+    trials: int = typer.Option(20, "--trials", "-n", help="Trials to run (on this machine)."),
+    space: str = typer.Option("reference", "--space", help="reference (the authors' space) or small (CPU)."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL shared by machines, e.g. sqlite:///study.db."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),
+) -> None:
+    """Optuna search scored on out-of-fold predictions only (no test label is read)."""
+    from vbiopsy.train.run import load_train_config
+    from vbiopsy.train.tune import tune as run_tune
+
+    overrides = {"data": {"cohort": str(cohort.absolute())}} if cohort is not None else None
+    summary = run_tune(load_train_config(config, overrides), out, n_trials=trials, space=space,  # type: ignore[arg-type]
+                       storage=storage)
+    print(f"best config: {out / 'best_config.yaml'}")
+    print(f"study: {summary}")
+
+
 @cohort_app.command("check")
 @user_errors
 def cohort_check(

@@ -86,6 +86,15 @@ def test_grade_run_writes_one_prediction_per_patient_and_is_deterministic(cohort
     # the rare-class policy kept grade III in training: the report says the AUC is over the others
     assert "grade_3 absent" in metrics["test"]["auc"]["average"]
     assert {"macro", "weighted"} <= {k.rsplit("_", 1)[-1] for k in metrics["test"]["at_tuned_rule"]}
+    # vbiopsy predict reproduces the run's test predictions from the saved safetensors fold models
+    chosen = list(test["subject_id"][:2])
+    result = CliRunner().invoke(app, ["predict", str(run), *chosen, "--out", str(tmp_path / "pred"), "--saliency"])
+    assert result.exit_code == 0, result.output
+    predicted = pd.read_csv(tmp_path / "pred" / "predictions.csv").set_index("subject_id")
+    expected = test.set_index("subject_id").loc[chosen]
+    np.testing.assert_allclose(predicted[expected.columns].to_numpy(), expected.to_numpy(), atol=2e-6)
+    assert predicted["decision"].str.startswith("grade ").all()
+    assert all(Path(p).is_file() for p in predicted["saliency"])
     saliency = sorted((run / "explain").glob("*_saliency.nii.gz"))
     assert len(saliency) == 2
     summary = json.loads((run / "explain" / "summary.json").read_text())
@@ -159,3 +168,25 @@ def test_missing_clinical_values_are_imputed_from_training_folds(cohort: tuple[P
     fill = meta["tabular"]["fill"]
     assert np.isfinite(fill["age"]) and fill["eor"] in (0.0, 1.0, 2.0)
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "test_predictions.csv")["p_event"]).all()
+
+
+def test_tuning_scores_trials_on_oof_only_and_writes_a_usable_best_config(cohort: tuple[Path, dict],
+                                                                          tmp_path: Path) -> None:
+    csv = manifest_csv(cohort[0], tmp_path / "manifest.csv")
+    config = write_config(tmp_path / "survival.yaml", "survival", csv)
+    data = yaml.safe_load(config.read_text())
+    data["optim"]["max_epochs"] = 1
+    config.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["tune", str(config), "--out", str(tmp_path / "study"), "--trials", "2",
+                                      "--space", "small", "--storage", f"sqlite:///{tmp_path / 'study.db'}"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "study" / "tune.json").read_text())
+    assert summary["n_trials"] == 2 and 0.0 <= summary["best_oof_score"] <= 1.0
+    trials = sorted((tmp_path / "study").glob("trial_*"))
+    assert len(trials) == 2 and not any((t / "metrics.json").exists() for t in trials)
+    splits = {(t / "splits.json").read_text() for t in trials}
+    assert len(splits) == 1  # every trial used the same split
+    from vbiopsy.train.run import load_train_config
+
+    best = load_train_config(tmp_path / "study" / "best_config.yaml")
+    assert best.model.base_width == summary["best_params"]["base_width"]

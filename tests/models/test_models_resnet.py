@@ -196,3 +196,20 @@ def test_numpy_integers_are_accepted() -> None:
     model = ResNet3D(np.int64(4), np.int32(2), base_width=np.int64(4), blocks=[np.int64(1), 1], gn_groups=2)
     assert model.base_width == 4 and isinstance(model.base_width, int) and model.blocks == (1, 1)
     assert model(torch.randn(1, 4, 8, 8, 8)).shape == (1, 2)
+
+
+def test_batch_one_training_step_on_tiny_input() -> None:
+    # 16³ with f = 4 and G = 32 ends in a 1³ map with one channel per group: F.group_norm would refuse
+    # it; the map is then exactly β (no signal passes, as in the TF reference), but the step runs
+    torch.manual_seed(0)
+    model = ResNet3D(4, 3, base_width=4, dropout=0.3).train()
+    loss = nn.functional.cross_entropy(model(torch.randn(1, 4, 16, 16, 16)), torch.tensor([2]))
+    loss.backward()
+    assert torch.isfinite(loss) and model.fc.bias.grad.abs().sum() > 0
+    assert not model.stem[0].weight.grad.any()  # the degenerate 1-value groups stop the gradient
+    # with 2 groups of 2 channels the same tiny batch-1 step reaches the stem
+    model = ResNet3D(4, 3, base_width=4, gn_groups=2, dropout=0.3).train()
+    nn.functional.cross_entropy(model(torch.randn(1, 4, 13, 13, 13)), torch.tensor([0])).backward()
+    assert model.stem[0].weight.grad.abs().sum() > 0
+    x = torch.randn(2, 32, 3, 3, 3)
+    torch.testing.assert_close(group_norm(32, 8)(x), nn.functional.group_norm(x, 8, eps=1e-5))

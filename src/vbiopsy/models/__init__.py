@@ -17,10 +17,10 @@ from torch import nn
 
 from vbiopsy.errors import ConfigError
 from vbiopsy.models.film import FiLMGenerator, modulate
-from vbiopsy.models.resnet3d import ResidualBlock3D, ResNet3D, group_norm
+from vbiopsy.models.resnet3d import GroupNorm3d, ResidualBlock3D, ResNet3D, group_norm
 from vbiopsy.models.tabular import ASLNetSurvival, NonFiniteTabularError, TabularEncoder
 
-__all__ = ["ASLNetSurvival", "FiLMGenerator", "NonFiniteTabularError", "ResNet3D", "ResidualBlock3D",
+__all__ = ["ASLNetSurvival", "FiLMGenerator", "GroupNorm3d", "NonFiniteTabularError", "ResNet3D", "ResidualBlock3D",
            "TabularEncoder", "build_aslnet", "group_norm", "modulate"]
 
 #: output logits of the grade model: WHO grade II, III, IV.

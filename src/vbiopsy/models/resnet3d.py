@@ -47,9 +47,22 @@ def check_block_kind(kind: object) -> BlockKind:
     return kind  # type: ignore[return-value]
 
 
+class GroupNorm3d(nn.GroupNorm):
+    """``nn.GroupNorm`` that also accepts a group holding a single value (tiny inputs, training).
+
+    ``F.group_norm`` refuses training batches where every group has one value (batch 1, one
+    channel per group, a 1³ map: reached by 16³ inputs with small widths). The normalised value
+    is then exactly β (zero gradient to the input), as in the TF reference; we allow it so that
+    tiny test volumes train, and call the same ATen kernel directly. Identical otherwise.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     """Per-sample GroupNorm over ``channels`` with ``gcd(min(groups, channels), channels)`` groups."""
-    return nn.GroupNorm(math.gcd(min(groups, channels), channels), channels, eps=1e-5)
+    return GroupNorm3d(math.gcd(min(groups, channels), channels), channels, eps=1e-5)
 
 
 def conv3d(in_channels: int, out_channels: int, kernel: int, stride: int = 1) -> nn.Conv3d:

@@ -21,7 +21,8 @@ from scipy import ndimage
 
 from vbiopsy.atomic import ensure_writable_dir, write_text_atomic, write_with_atomic
 from vbiopsy.data.layouts import read_cohort
-from vbiopsy.data.nifti import load_volume
+from vbiopsy.data.manifest import Manifest
+from vbiopsy.data.nifti import Volume, load_volume
 from vbiopsy.data.roi_cubes import RoiCube
 from vbiopsy.data.splits import Splits
 from vbiopsy.errors import InputError
@@ -52,9 +53,37 @@ def tumour_mass_fraction(saliency_scan: np.ndarray, seg_path: str | Path | None,
     return float(np.abs(saliency_scan[grown]).sum() / total) if total > 0 else None
 
 
+def pool_encoding(config: TrainConfig, manifest: Manifest, splits: Splits) -> TabularEncoding | None:
+    """Clinical-input imputation/normalisation fitted on the whole training pool (the ensemble's input)."""
+    if not config.uses_tabular:
+        return None
+    pool = [s for fold in splits.folds for s in fold.val]
+    return TabularEncoding.fit(manifest.frame.set_index("subject_id", drop=False).loc[pool])
+
+
+def tabular_row(encoding: TabularEncoding | None, manifest: Manifest, subject: str) -> torch.Tensor | None:
+    """(1, 3) imputed clinical inputs of ``subject``, or ``None`` for image-only models."""
+    if encoding is None:
+        return None
+    return torch.from_numpy(encoding.transform(manifest.frame[manifest.frame["subject_id"] == subject]))
+
+
+def saliency_volume(model: torch.nn.Module, cube: RoiCube, tabular: torch.Tensor | None, target: int,
+                    config: TrainConfig) -> Volume:
+    """|IG| summed over channels for ``target``, placed exactly on the scan's grid."""
+    from vbiopsy.explain import integrated_gradients, saliency_to_native
+
+    image = torch.from_numpy(cube.channels())[None]
+    inputs = (image, tabular) if tabular is not None else image
+    attributions = integrated_gradients(model, inputs, target, n_steps=config.explain.ig_steps,
+                                        internal_batch_size=config.explain.internal_batch_size)
+    saliency = attributions[0][0].abs().sum(0).detach().numpy().astype(np.float32)
+    return saliency_to_native(saliency, cube.box)
+
+
 def explain_run(config: TrainConfig, run_dir: Path) -> Path:
     """Write ``explain/`` (saliency NIfTI per patient, shapley.csv, summary.json); return the summary path."""
-    from vbiopsy.explain import channel_shapley, integrated_gradients, saliency_to_native, save_saliency
+    from vbiopsy.explain import channel_shapley, save_saliency
 
     torch.manual_seed(config.optim.seed)
     ensemble = load_ensemble(config, run_dir)
@@ -64,32 +93,21 @@ def explain_run(config: TrainConfig, run_dir: Path) -> Path:
     posthoc = json.loads((run_dir / "posthoc.json").read_text())
     columns = [c for c in test.columns if c != "subject_id"]
     out = ensure_writable_dir(run_dir / "explain")
-    encoding = None
-    if config.uses_tabular:
-        pool = [s for fold in splits.folds for s in fold.val]
-        frame = manifest.frame.set_index("subject_id", drop=False)
-        encoding = TabularEncoding.fit(frame.loc[pool])
+    encoding = pool_encoding(config, manifest, splits)
     rows: list[dict[str, Any]] = []
     for _, record in test.head(config.explain.max_patients).iterrows():
         sid = str(record["subject_id"])
         cube = RoiCube.load(run_dir / "cubes" / f"{sid}.npz")
         if cube is None:
             raise InputError(run_dir / "cubes", f"no ROI cube for test subject {sid}")
-        image = torch.from_numpy(cube.channels())[None]
-        tabular = None
-        if encoding is not None:
-            tabular = torch.from_numpy(encoding.transform(manifest.frame[manifest.frame["subject_id"] == sid]))
+        tabular = tabular_row(encoding, manifest, sid)
         output = record[columns].to_numpy(dtype=float)
         target = predicted_target(config, output if config.task == "grade" else output[0], posthoc.get("threshold"))
-        inputs = (image, tabular) if tabular is not None else image
-        attributions = integrated_gradients(ensemble, inputs, target, n_steps=config.explain.ig_steps,
-                                            internal_batch_size=config.explain.internal_batch_size)
-        saliency = attributions[0][0].abs().sum(0).detach().numpy().astype(np.float32)
-        scan = saliency_to_native(saliency, cube.box)
+        scan = saliency_volume(ensemble, cube, tabular, target, config)
         path = save_saliency(scan, out / f"{sid}_saliency.nii.gz")
         baseline = torch.from_numpy(encoding.mean.astype(np.float32))[None] if encoding is not None else None
-        shapley = channel_shapley(ensemble, image, target, tabular=tabular, tabular_baseline=baseline,
-                                  channel_names=CHANNEL_PLAYERS,
+        shapley = channel_shapley(ensemble, torch.from_numpy(cube.channels())[None], target, tabular=tabular,
+                                  tabular_baseline=baseline, channel_names=CHANNEL_PLAYERS,
                                   tabular_names=TABULAR_PLAYERS if tabular is not None else None)
         seg = manifest.row(sid).get("seg")
         row: dict[str, Any] = {"subject_id": sid, "target": target, "saliency": path.name,

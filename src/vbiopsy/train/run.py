@@ -57,12 +57,17 @@ def evaluate_run(run_dir: Path) -> Path:
     """Final evaluation of a finished run (reads the test labels; never trains)."""
     from vbiopsy.train.evaluation import evaluate
 
-    if not (run_dir / "run.json").is_file():
-        raise InputError(run_dir, "not a finished training run (no run.json)")
-    config = load_train_config(run_dir / "config.yaml")
+    config = load_run_config(run_dir)
     metrics_path = evaluate(config, run_dir)
     print(f"metrics: {metrics_path}")
     return metrics_path
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The resolved config of a finished run (refuses a folder that is not one)."""
+    if not (run_dir / "run.json").is_file():
+        raise InputError(run_dir, "not a finished training run (no run.json)")
+    return load_train_config(run_dir / "config.yaml")
 
 
 def check_positive(name: str, value: int | None) -> None:
