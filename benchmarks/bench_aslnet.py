@@ -9,7 +9,7 @@ logistic regression on the planted factors: what a model could at best extract);
 inside the 2-voxel-dilated tumour for correctly classified grade-IV test patients (goal ≥ 60 %),
 next to what a saliency spread uniformly over the brain in the cube would give.
 
-    python benchmarks/bench_aslnet.py [--cohort DIR] [--patients 160] [--tasks grade survival]
+    python benchmarks/bench_aslnet.py [--cohort DIR] [--patients 160] [--tasks grade survival] [--figure F.png]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from vbiopsy.data.nifti import load_volume
 from vbiopsy.data.phantoms import PhantomConfig, generate_cohort
 from vbiopsy.data.roi_cubes import RoiCube
 from vbiopsy.preprocess.aslnet_roi import crop
+from vbiopsy.report.figures import saliency_panels
 from vbiopsy.train.cross_validation import run_cross_validation
 from vbiopsy.train.evaluation import evaluate
 from vbiopsy.train.explain_run import explain_run
@@ -49,7 +50,7 @@ def uniform_fraction(run: Path, cohort: Path, subject: str, truth: dict) -> floa
     return float(np.count_nonzero(inside & brain) / max(np.count_nonzero(brain), 1))
 
 
-def saliency_report(run: Path, cohort: Path, truth: dict) -> None:
+def saliency_report(run: Path, cohort: Path, truth: dict, figure: Path | None) -> None:
     shap = pd.read_csv(run / "explain" / "shapley.csv")
     labels = truth["tasks"]["grade"]["labels"]
     rows = shap[(shap["target"] == 2) & shap["subject_id"].map(lambda s: labels.get(s) == 4)]
@@ -61,12 +62,22 @@ def saliency_report(run: Path, cohort: Path, truth: dict) -> None:
     print(f"  IG |mass| inside the dilated tumour, {len(rows)} correctly classified grade-IV test patients: "
           f"median {np.median(fractions):.2f}, mean {fractions.mean():.2f}, min {fractions.min():.2f} "
           f"(goal >= 0.60); uniform saliency would give median {np.median(uniform):.2f}")
+    if figure is not None:
+        panels = []
+        for sid, fraction in zip(rows["subject_id"][:4], fractions[:4]):
+            files = truth["patients"][sid]["files"]
+            panels.append((f"{sid[-4:]}: {fraction:.0%} in tumour", load_volume(cohort / files["asl"]).array,
+                           load_volume(run / "explain" / f"{sid}_saliency.nii.gz").array,
+                           load_volume(cohort / files["seg"], dtype=np.int16).array))
+        saliency_panels(panels, figure, title="IG saliency (inferno) on ASL, tumour outlined (cyan): "
+                                              "correctly classified grade-IV test phantoms")
+        print(f"  figure: {figure}")
     summary = json.loads((run / "explain" / "summary.json").read_text())
     shares = ", ".join(f"{k} {v:.2f}" for k, v in summary["mean_share"].items())
     print(f"  exact Shapley shares (mean over {summary['n_patients']} test patients): {shares}")
 
 
-def run_task(task: str, cohort: Path, truth: dict, out: Path) -> None:
+def run_task(task: str, cohort: Path, truth: dict, out: Path, figure: Path | None = None) -> None:
     config = load_train_config(CONFIGS / f"aslnet-{task}-demo.yaml", {"data": {"cohort": str(cohort)}})
     run = out / task
     start = time.perf_counter()
@@ -82,13 +93,14 @@ def run_task(task: str, cohort: Path, truth: dict, out: Path) -> None:
     print(f"  clinical-only baseline, same patients: {base['auc']:.3f} [{base['low']:.3f}, {base['high']:.3f}]; "
           f"OOF AUC {metrics['oof']['auc']['auc']:.3f}")
     if task == "grade":
-        saliency_report(run, cohort, truth)
+        saliency_report(run, cohort, truth, figure)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cohort", type=Path, help="a glioma phantom cohort (default: generate one)")
     parser.add_argument("--patients", type=int, default=160)
+    parser.add_argument("--figure", type=Path, help="write the grade saliency figure (PNG) here")
     parser.add_argument("--tasks", nargs="+", default=["grade", "survival"], choices=["grade", "survival"])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +114,7 @@ def main() -> int:
         truth = json.loads((cohort / "ground_truth.json").read_text())
         print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
         for task in args.tasks:
-            run_task(task, cohort, truth, Path(tmp) / "runs")
+            run_task(task, cohort, truth, Path(tmp) / "runs", args.figure)
     return 0
 
 

@@ -66,3 +66,47 @@ def modality_montage(
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out
+
+
+def saliency_panels(
+    panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]],
+    out: str | Path,
+    *,
+    title: str = "",
+) -> Path:
+    """One axial slice per patient: anatomy in grey, saliency as a heat map, tumour outlined.
+
+    Args:
+        panels: ``(caption, image, saliency, seg)`` per patient, 3-D RAS arrays on one grid each;
+            the slice is the one with the most saliency mass.
+        out: PNG path (written atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not panels:
+        raise ValueError("saliency_panels needs at least one panel")
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.1), squeeze=False)
+    for ax, (caption, image, saliency, seg) in zip(axes[0], panels):
+        z = int(np.argmax(np.abs(saliency).sum(axis=(0, 1))))
+        sl = image[:, :, z].T
+        lo, hi = np.percentile(sl, [1, 99.5]) if np.any(sl) else (0.0, 1.0)
+        ax.imshow(sl, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
+        heat = np.abs(saliency[:, :, z]).T
+        top = float(np.percentile(heat[heat > 0], 99)) if np.any(heat > 0) else 1.0
+        ax.imshow(np.ma.masked_less_equal(heat, 0.05 * top), cmap="inferno", origin="lower", alpha=0.6,
+                  vmin=0.0, vmax=top)
+        if seg is not None and np.any(seg[:, :, z]):
+            ax.contour((seg[:, :, z] > 0).T, levels=[0.5], colors=["cyan"], linewidths=0.8)
+        ax.set_title(caption, fontsize=8)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
