@@ -216,3 +216,20 @@ def test_learns_a_planted_perfusion_signal_and_its_saliency_sits_on_the_tumour(c
     hits = shap[(shap["target"] == 1) & shap["subject_id"].map(lambda s: ratio[s] > median)]
     assert len(hits) >= 3
     assert hits["tumour_mass_fraction"].median() >= 0.6, hits
+
+
+def test_bf16_autocast_trains_where_supported(cohort: tuple[Path, dict], tmp_path: Path) -> None:
+    from vbiopsy.train.fit import bf16_supported, resolve_precision
+
+    assert resolve_precision("32") == "32-true" and resolve_precision("bf16-mixed") == "bf16-mixed"
+    assert resolve_precision("auto") == ("bf16-mixed" if bf16_supported() else "32-true")
+    if not bf16_supported():
+        pytest.skip("this CPU has no fast bf16 (AVX-512 BF16 / AMX)")
+    csv = manifest_csv(cohort[0], tmp_path / "manifest.csv")
+    config = write_config(tmp_path / "bf16.yaml", "survival", csv)
+    data = yaml.safe_load(config.read_text())
+    data["optim"]["precision"] = "bf16-mixed"
+    config.write_text(yaml.safe_dump(data))
+    train(config, tmp_path / "run", "--no-evaluate")
+    assert json.loads((tmp_path / "run" / "fold_0" / "fit.json").read_text())["precision"] == "bf16-mixed"
+    assert np.isfinite(pd.read_csv(tmp_path / "run" / "oof_predictions.csv")["p_event"]).all()
