@@ -19,6 +19,7 @@ def test_demo_writes_every_output_and_the_cohort_checks_clean(tmp_path: Path) ->
     result = CliRunner().invoke(app, ["demo", "--out", str(out), "--patients", "12", "--jobs", "1"])
     assert result.exit_code == 0, result.output
     assert "12 subjects checked: no problems" in result.output
+    assert "ASLNet demo training skipped: it needs at least 30 patients (got 12)" in result.output
     for name in ("demo_config.yaml", "cohort_summary.json", "cohort_summary.md", "manifest.csv", "splits.json",
                  "cohort/ground_truth.json", "cohort/UCSF-PDGM-metadata.csv"):
         assert (out / name).is_file(), name

@@ -95,3 +95,6 @@ class DemoConfig(BaseModel):
     n_folds: int = Field(5, ge=2, le=20)
     rare_classes: Literal["error", "train"] = Field(
         "train", description="classes too rare for a stratified test set: refuse, or keep in training")
+    aslnet: bool = Field(True, description="train the ASLNet 12-month survival demo config on the cohort")
+    aslnet_epochs: int = Field(8, ge=1, le=200, description="maximum epochs of the demo ASLNet training")
+    aslnet_folds: int = Field(3, ge=2, le=10, description="cross-validation folds of the demo ASLNet training")

@@ -13,6 +13,16 @@ from vbiopsy.train.config import TrainConfig
 PATH_KEYS = ("cohort", "clinical", "splits")
 
 
+def bundled_config(name: str) -> Path:
+    """Path of a config shipped with the package (``aslnet-grade.yaml``, ``aslnet-survival-demo.yaml``, …)."""
+    from importlib.resources import files
+
+    path = Path(str(files("vbiopsy") / "configs" / name))
+    if not path.is_file():
+        raise InputError(name, "no such bundled config")
+    return path
+
+
 def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A :class:`TrainConfig` from YAML (relative data paths are relative to the YAML's folder) plus
     nested ``overrides`` (e.g. ``{"data": {"cohort": ...}}`` from the command line)."""
