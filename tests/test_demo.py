@@ -48,3 +48,16 @@ def test_demo_refuses_a_foreign_non_empty_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--patients", "4"])
     assert result.exit_code == 2
     assert "refusing to overwrite" in result.output and (tmp_path / "mine.txt").read_text() == "precious"
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_explains_aslnet_at_its_minimum_size(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "--out", str(out), "--patients", "30", "--jobs", "1"])
+    assert result.exit_code == 0, result.output
+    run = out / "aslnet-survival"
+    assert f"aslnet_run: {run}" in result.output and "ASLNet 12-month survival on" in result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["task"] == "survival" and "model_minus_baseline" in metrics
+    assert len(list((run / "explain").glob("*_saliency.nii.gz"))) >= 1
+    assert len(list(run.glob("fold_*/model.safetensors"))) == 3
