@@ -86,6 +86,8 @@ def test_grade_run_writes_one_prediction_per_patient_and_is_deterministic(cohort
     # the rare-class policy kept grade III in training: the report says the AUC is over the others
     assert "grade_3 absent" in metrics["test"]["auc"]["average"]
     assert {"macro", "weighted"} <= {k.rsplit("_", 1)[-1] for k in metrics["test"]["at_tuned_rule"]}
+    posthoc = json.loads((run / "posthoc.json").read_text())
+    assert posthoc["temperature"] > 0 and metrics["test"]["calibrated"]["temperature"] == posthoc["temperature"]
     # vbiopsy predict reproduces the run's test predictions from the saved safetensors fold models
     chosen = list(test["subject_id"][:2])
     result = CliRunner().invoke(app, ["predict", str(run), *chosen, "--out", str(tmp_path / "pred"), "--saliency"])
@@ -93,6 +95,8 @@ def test_grade_run_writes_one_prediction_per_patient_and_is_deterministic(cohort
     predicted = pd.read_csv(tmp_path / "pred" / "predictions.csv").set_index("subject_id")
     expected = test.set_index("subject_id").loc[chosen]
     np.testing.assert_allclose(predicted[expected.columns].to_numpy(), expected.to_numpy(), atol=2e-6)
+    calibrated = predicted[[f"calibrated_{c}" for c in expected.columns]].to_numpy()
+    np.testing.assert_allclose(calibrated.sum(axis=1), 1.0, atol=1e-6)  # temperature-scaled, still a distribution
     assert predicted["decision"].str.startswith("grade ").all()
     assert all(Path(p).is_file() for p in predicted["saliency"])
     saliency = sorted((run / "explain").glob("*_saliency.nii.gz"))

@@ -137,19 +137,38 @@ def collect_predictions(config: TrainConfig, cohort: TrainingCohort, run_dir: Pa
     return oof, test
 
 
-def fit_posthoc(config: TrainConfig, oof: pd.DataFrame) -> dict[str, Any]:
-    """Decision rules fitted on OOF predictions only."""
-    from vbiopsy.evaluate.classification import youden_threshold
-    from vbiopsy.train.posthoc import fit_class_scaling
+def probability_logits(prob: np.ndarray) -> np.ndarray:
+    """Logits whose softmax (``(n, K)``) or sigmoid (``(n,)``) gives ``prob`` back."""
+    p = np.clip(np.asarray(prob, dtype=np.float64), 1e-7, 1 - 1e-7)
+    return np.log(p) if p.ndim == 2 else np.log(p) - np.log1p(-p)
 
+
+def calibrate(prob: np.ndarray, temperature: float) -> np.ndarray:
+    """Temperature-scaled probabilities (``(n, K)`` or ``(n,)``)."""
+    from vbiopsy.train.posthoc import apply_temperature
+
+    return apply_temperature(probability_logits(prob), temperature)
+
+
+def fit_posthoc(config: TrainConfig, oof: pd.DataFrame) -> dict[str, Any]:
+    """Decision rules and the calibration temperature, fitted on OOF predictions only."""
+    from vbiopsy.evaluate.classification import youden_threshold
+    from vbiopsy.train.posthoc import fit_class_scaling, fit_temperature
+
+    if config.task == "survival_cox":
+        risk = oof["risk"].to_numpy()
+        return {"rule": "risk above the OOF median = high-risk group", "risk_cutoff": float(np.median(risk))}
+    y = oof["target"].to_numpy()
+    prob = oof[output_columns(config)].to_numpy()
+    prob = prob if config.task == "grade" else prob[:, 0]
+    calibration = {"temperature": float(fit_temperature(probability_logits(prob), y)),
+                   "calibration": "temperature scaling of the fold models' probabilities, fitted on OOF"}
     if config.task == "grade":
-        scaling = fit_class_scaling(oof["target"].to_numpy(), oof[output_columns(config)].to_numpy())
-        return {"rule": "scaled argmax (macro-F1 on OOF)", "class_scaling": [float(s) for s in scaling]}
-    if config.task == "survival":
-        threshold, j = youden_threshold(oof["target"].to_numpy(), oof["p_event"].to_numpy())
-        return {"rule": "p >= threshold (Youden J on OOF)", "threshold": float(threshold), "youden_j": float(j)}
-    risk = oof["risk"].to_numpy()
-    return {"rule": "risk above the OOF median = high-risk group", "risk_cutoff": float(np.median(risk))}
+        scaling = fit_class_scaling(y, prob)
+        return {"rule": "scaled argmax (macro-F1 on OOF)", "class_scaling": [float(s) for s in scaling], **calibration}
+    threshold, j = youden_threshold(y, prob)
+    return {"rule": "p >= threshold (Youden J on OOF)", "threshold": float(threshold), "youden_j": float(j),
+            **calibration}
 
 
 def run_baseline(config: TrainConfig, cohort: TrainingCohort, run_dir: Path) -> dict[str, Any] | None:

@@ -83,6 +83,12 @@ def binary_or_multiclass(config: TrainConfig, y: np.ndarray, prob: np.ndarray, r
         out["decision_curve"] = _jsonable(decision.net_benefit(y, prob))
         out["calibration"] = _jsonable(calibration.calibration_curve(y, prob))
     out["brier"] = float(calibration.brier_score(y, prob))
+    if "temperature" in rule:
+        from vbiopsy.train.cross_validation import calibrate
+
+        calibrated = calibrate(prob, rule["temperature"])
+        out["calibrated"] = {"temperature": rule["temperature"], "brier": float(calibration.brier_score(y, calibrated)),
+                             "curve": _jsonable(calibration.calibration_curve(y, calibrated))}
     return out
 
 

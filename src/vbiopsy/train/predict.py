@@ -24,7 +24,7 @@ from vbiopsy.data.splits import Splits
 from vbiopsy.errors import InputError
 from vbiopsy.tasks.aslnet import probabilities
 from vbiopsy.train.config import TrainConfig
-from vbiopsy.train.cross_validation import output_columns
+from vbiopsy.train.cross_validation import calibrate, output_columns
 from vbiopsy.train.ensemble import load_ensemble
 from vbiopsy.train.explain_run import pool_encoding, predicted_target, saliency_volume, tabular_row
 
@@ -66,8 +66,11 @@ def predict_subjects(config: TrainConfig, run_dir: Path, subjects: Sequence[str]
         image = torch.from_numpy(cube.channels())[None]
         with torch.no_grad():
             output = probabilities(config.task, ensemble(image, tabular)).numpy().reshape(-1)
-        record = {"subject_id": sid, **dict(zip(output_columns(config), output.tolist())),
-                  "decision": decision(config, output, rule), "rule": rule["rule"]}
+        record = {"subject_id": sid, **dict(zip(output_columns(config), output.tolist()))}
+        if "temperature" in rule:
+            calibrated = calibrate(output[None] if config.task == "grade" else output, rule["temperature"]).reshape(-1)
+            record.update({f"calibrated_{c}": float(v) for c, v in zip(output_columns(config), calibrated)})
+        record |= {"decision": decision(config, output, rule), "rule": rule["rule"]}
         if saliency and config.task != "survival_cox":
             from vbiopsy.explain import save_saliency
 
