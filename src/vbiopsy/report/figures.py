@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -13,6 +14,26 @@ SEG_COLOURS: dict[int, tuple[float, float, float]] = {
     1: (0.85, 0.2, 0.2), 2: (0.2, 0.75, 0.3), 3: (0.95, 0.85, 0.1), 4: (0.3, 0.5, 0.95),
 }
 """BraTS 2024 label → RGB used in every overlay (NETC red, SNFH green, ET yellow, RC blue)."""
+
+
+def _show_grey(ax: Any, sl: np.ndarray) -> None:
+    """A 2-D slice in grey, windowed to its 1st–99.5th percentiles, origin lower."""
+    lo, hi = np.percentile(sl, [1, 99.5]) if np.any(sl) else (0.0, 1.0)
+    ax.imshow(sl, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
+
+
+def _save(fig: Any, out: str | Path, title: str) -> Path:
+    """Title, tight layout, atomic PNG write, close."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    out = Path(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
 
 
 def tumour_slice_index(seg: np.ndarray | None, axis: int = 2) -> int:
@@ -49,8 +70,7 @@ def modality_montage(
     fig, axes = plt.subplots(1, len(images), figsize=(2.6 * len(images), 3.0), squeeze=False)
     for ax, (name, vol) in zip(axes[0], images.items()):
         sl = vol[:, :, z].T  # rows = anterior-posterior, so display with origin lower
-        lo, hi = np.percentile(sl, [1, 99.5]) if np.any(sl) else (0.0, 1.0)
-        ax.imshow(sl, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
+        _show_grey(ax, sl)
         if seg is not None:
             labels = seg[:, :, z].T
             for value, colour in SEG_COLOURS.items():
@@ -58,14 +78,7 @@ def modality_montage(
                     ax.contour(labels == value, levels=[0.5], colors=[colour], linewidths=0.8)
         ax.set_title(name, fontsize=9)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return _save(fig, out, title)
 
 
 def saliency_panels(
@@ -92,8 +105,7 @@ def saliency_panels(
     for ax, (caption, image, saliency, seg) in zip(axes[0], panels):
         z = int(np.argmax(np.abs(saliency).sum(axis=(0, 1))))
         sl = image[:, :, z].T
-        lo, hi = np.percentile(sl, [1, 99.5]) if np.any(sl) else (0.0, 1.0)
-        ax.imshow(sl, cmap="gray", origin="lower", vmin=lo, vmax=max(hi, lo + 1e-6))
+        _show_grey(ax, sl)
         heat = np.abs(saliency[:, :, z]).T
         top = float(np.percentile(heat[heat > 0], 99)) if np.any(heat > 0) else 1.0
         ax.imshow(np.ma.masked_less_equal(heat, 0.05 * top), cmap="inferno", origin="lower", alpha=0.6,
@@ -102,11 +114,4 @@ def saliency_panels(
             ax.contour((seg[:, :, z] > 0).T, levels=[0.5], colors=["cyan"], linewidths=0.8)
         ax.set_title(caption, fontsize=8)
         ax.axis("off")
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return _save(fig, out, title)
