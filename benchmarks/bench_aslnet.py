@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
 from vbiopsy.data.nifti import load_volume
 from vbiopsy.data.phantoms import PhantomConfig, generate_cohort
 from vbiopsy.data.roi_cubes import RoiCube
-from vbiopsy.preprocess.aslnet_roi import crop
+from vbiopsy.explain import mass_inside, saliency_to_native
 from vbiopsy.report.figures import saliency_panels
 from vbiopsy.train.cross_validation import run_cross_validation
 from vbiopsy.train.evaluation import evaluate
@@ -40,14 +39,12 @@ ORACLE_TASK = {"grade": "grade", "survival": "survival_12m"}
 
 
 def uniform_fraction(run: Path, cohort: Path, subject: str, truth: dict) -> float:
-    """Share of in-brain cube voxels inside the dilated tumour: a uniform saliency's score."""
+    """What a saliency spread uniformly over the brain in the cube would score (same measure)."""
     cube = RoiCube.load(run / "cubes" / f"{subject}.npz")
     seg = load_volume(cohort / truth["patients"][subject]["files"]["seg"], dtype=np.int16).array > 0
-    grown = ndimage.binary_dilation(seg, iterations=2)
-    inside = crop(grown.astype(np.uint8), cube.box) > 0
     core = tuple(slice(m, n - m) for m, n in zip(cube.margin, cube.mask.shape))
-    brain = cube.mask[core]
-    return float(np.count_nonzero(inside & brain) / max(np.count_nonzero(brain), 1))
+    uniform = saliency_to_native(cube.mask[core].astype(np.float32), cube.box).array
+    return mass_inside(uniform, seg, dilate_vox=2.0)
 
 
 def saliency_report(run: Path, cohort: Path, truth: dict, figure: Path | None) -> None:

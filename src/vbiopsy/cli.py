@@ -148,17 +148,15 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (created)."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),
     splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json to use (overrides data.splits)."),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Override optim.max_epochs."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Processes for cutting the ROI cubes."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Override optim.max_epochs."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Processes for cutting the ROI cubes."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override optim.seed."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate on the test set at the end."),
 ) -> None:
     """Cross-validate a model (one per fold), fit post-hoc rules on OOF, then evaluate on the test set."""
-    from vbiopsy.train.run import check_positive, load_train_config
+    from vbiopsy.train.run import load_train_config
     from vbiopsy.train.run import train as run_train
 
-    check_positive("--max-epochs", max_epochs)
-    check_positive("--jobs", jobs)
     data = {k: str(v.absolute()) for k, v in (("cohort", cohort), ("splits", splits)) if v is not None}
     if jobs is not None:
         data["jobs"] = jobs
@@ -200,7 +198,7 @@ def predict(
 def tune(
     config: Path = typer.Argument(..., help="Training config YAML: the fixed part of every trial."),
     out: Path = typer.Option(..., "--out", "-o", help="Study folder (trial_NNNN runs, best_config.yaml)."),
-    trials: int = typer.Option(20, "--trials", "-n", help="Trials to run (on this machine)."),
+    trials: int = typer.Option(20, "--trials", "-n", min=1, help="Trials to run (on this machine)."),
     space: str = typer.Option("reference", "--space", help="reference (the authors' space) or small (CPU)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="Optuna RDB URL shared by machines, e.g. sqlite:///study.db."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),

@@ -241,3 +241,19 @@ def test_bad_fpr_grid_raises_config_error(grid: list) -> None:
     y, prob = binary_predictions(20, 0)
     with pytest.raises(ConfigError, match="fpr_grid"):
         roc_curve_band(y, prob, fpr_grid=grid, n_resamples=10)
+
+
+def test_present_class_scores_drop_an_absent_class_and_say_so() -> None:
+    from vbiopsy.evaluate.auc import present_class_scores
+
+    rng = np.random.default_rng(5)
+    prob = rng.dirichlet(np.ones(3), size=30)
+    full = np.arange(30) % 3
+    y, scores, average = present_class_scores(full, prob)
+    assert average == "macro one-vs-rest" and scores is prob
+    without_1 = np.where(full == 1, 2, full)  # class 1 absent
+    y, scores, average = present_class_scores(without_1, prob, ["II", "III", "IV"])
+    assert "III absent" in average and "binary between II, IV" in average
+    expected = prob[:, 2] / (prob[:, 0] + prob[:, 2])
+    np.testing.assert_allclose(scores, expected)
+    assert roc_auc(y, scores) == pytest.approx(roc_auc_score(without_1 == 2, expected))

@@ -23,16 +23,14 @@ import numpy as np
 from vbiopsy.atomic import write_with_atomic
 from vbiopsy.data.nifti import load_volume
 from vbiopsy.errors import InputError
-from vbiopsy.preprocess.aslnet_channels import GlobalStats, feature_channels, global_stats, local_window
-from vbiopsy.preprocess.aslnet_roi import (
-    RoiBox,
-    background_mask,
-    check_mask,
-    check_volume,
-    compute_roi,
-    crop,
-    resample_cube,
+from vbiopsy.preprocess.aslnet_channels import (
+    GlobalStats,
+    feature_channels,
+    global_stats,
+    local_window,
+    statistics_mask,
 )
+from vbiopsy.preprocess.aslnet_roi import RoiBox, check_volume, compute_roi, crop, resample_cube
 
 Shape3 = tuple[int, int, int]
 
@@ -126,7 +124,7 @@ def extract_cube(image: str | Path, *, side_mm: float = 70.0, top_pct: float = 0
         mask_volume = load_volume(brain_mask, dtype=np.uint8, allow_empty=True)
         if volume.grid.mismatch(mask_volume.grid):
             raise InputError(brain_mask, f"brain mask is not on the grid of {image}")
-        mask = check_mask(mask_volume.array > 0, array.shape, brain_mask)
+        mask = mask_volume.array > 0
     centre_mm = None
     if centre == "seg":
         if seg is None:
@@ -140,11 +138,9 @@ def extract_cube(image: str | Path, *, side_mm: float = 70.0, top_pct: float = 0
         centre_mm = volume.affine[:3, :3] @ vox + volume.affine[:3, 3]
     elif centre == "brightest_in_brain" and mask is None:
         raise InputError(image, "roi.centre is 'brightest_in_brain' but the manifest has no brain_mask column")
-    stats_mask = mask if mask is not None else background_mask(array)
-    if not stats_mask.any():
-        raise InputError(image, "image is all background")
+    stats_mask = statistics_mask(array, mask, brain_mask if mask is not None else image)
     box = compute_roi(array, volume.affine, side_mm=side_mm, top_pct=top_pct,
-                      search_mask=mask if centre == "brightest_in_brain" else None, centre_mm=centre_mm, where=image)
+                      search_mask=stats_mask if centre == "brightest_in_brain" else None, centre_mm=centre_mm, where=image)
     margin = tuple(w // 2 for w in local_window(box.spacing, window_mm))
     region = grow(box, margin)
     raw = crop(array.astype(np.float32, copy=False), region, fill=0.0).astype(np.float32, copy=False)

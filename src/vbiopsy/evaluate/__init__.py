@@ -10,7 +10,8 @@ Bootstrapped figures are stratified percentile bootstraps seeded with ``np.rando
 from __future__ import annotations
 
 from vbiopsy.evaluate.auc import (
-    AucEstimate, RocBand, bootstrap_auc, bootstrap_auc_samples, paired_bootstrap_difference, roc_auc, roc_curve_band,
+    AucEstimate, RocBand, bootstrap_auc, bootstrap_auc_samples, paired_bootstrap_difference, present_class_scores,
+    roc_auc, roc_curve_band,
 )
 from vbiopsy.evaluate.bootstrap import Difference, stratified_bootstrap_indices
 from vbiopsy.evaluate.calibration import CalibrationCurve, brier_score, calibration_curve
@@ -28,6 +29,6 @@ __all__ = [
     "bootstrap_auc", "bootstrap_auc_samples", "bootstrap_concordance", "bootstrap_concordance_samples",
     "brier_score", "calibration_curve", "classification_metrics", "concordance", "confusion_matrix",
     "fit_risk_cutoffs", "kaplan_meier_by_group", "mcnemar_test", "metrics_from_confusion", "net_benefit",
-    "paired_bootstrap_difference", "paired_concordance_difference", "predict_labels", "risk_groups", "roc_auc",
+    "paired_bootstrap_difference", "paired_concordance_difference", "predict_labels", "present_class_scores", "risk_groups", "roc_auc",
     "roc_curve_band", "stratified_bootstrap_indices", "youden_threshold",
 ]

@@ -186,6 +186,30 @@ def _bootstrap(y: np.ndarray, columns_per_model: list[list[_RankedColumn]], n_re
     return aucs, tprs
 
 
+def present_class_scores(y: np.ndarray, prob: np.ndarray,
+                         names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Labels, scores and a description for the AUC. A class absent from ``y`` (e.g. grade III kept in
+    training by the rare-class policy) is left out: the macro average runs over the present classes
+    with the probabilities renormalised over them, and the description says so."""
+    if prob.ndim == 1:
+        return y, prob, "binary"
+    present = np.unique(y)
+    if len(present) == prob.shape[1]:
+        return y, prob, "macro one-vs-rest"
+    if len(present) < 2:
+        raise InputError("y", f"only class {present.tolist()} present; an AUC needs two classes")
+    sub = prob[:, present]
+    sub = sub / sub.sum(axis=1, keepdims=True)
+    remap = {int(c): i for i, c in enumerate(present)}
+    label = names or [str(k) for k in range(prob.shape[1])]
+    kept = ", ".join(label[int(c)] for c in present)
+    absent = ", ".join(label[k] for k in range(prob.shape[1]) if k not in set(present.tolist()))
+    how = "binary between" if len(present) == 2 else "macro one-vs-rest over"
+    scores = sub[:, 1] if len(present) == 2 else sub
+    return np.array([remap[int(v)] for v in y]), scores, (
+        f"{how} {kept} ({absent} absent from these patients; probabilities renormalised over the others)")
+
+
 def roc_auc(y: ArrayLike, prob: ArrayLike) -> float:
     """Binary AUC, or macro one-vs-rest AUC for (n, K ≥ 3) probabilities.
 

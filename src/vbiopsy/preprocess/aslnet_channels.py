@@ -149,6 +149,21 @@ def roi_channels(
     return out
 
 
+def statistics_mask(array: np.ndarray, brain_mask: np.ndarray | None, where: str | Path = "volume") -> np.ndarray:
+    """The mask of the channel statistics: ``brain_mask`` (checked) or the reference background mask.
+
+    Raises:
+        InputError: a bad brain mask, or an image that is all background.
+    """
+    if brain_mask is not None:
+        return check_mask(brain_mask, array.shape)
+    mask = background_mask(array)
+    if not mask.any():
+        raise InputError(where, "image is all background (no voxel above its 0.5th-percentile level, "
+                                f"max value {float(array.max()):g})")
+    return mask
+
+
 def aslnet_inputs(
     volume: VolumeLike,
     *,
@@ -187,13 +202,7 @@ def aslnet_inputs(
     affine = np.asarray(volume.affine, dtype=float)
     if affine.shape != (4, 4):
         raise InputError(where, f"affine must be 4x4, got shape {affine.shape}")
-    if brain_mask is not None:
-        mask = check_mask(brain_mask, array.shape)
-    else:
-        mask = background_mask(array)
-        if not mask.any():
-            raise InputError(where, "image is all background (no voxel above its 0.5th-percentile level, "
-                                    f"max value {float(array.max()):g})")
+    mask = statistics_mask(array, brain_mask, where)
     local_window(spacing_of(affine), window_mm)  # validates window_mm before any work
     box = compute_roi(array, affine, side_mm=side_mm, top_pct=top_pct, search_mask=brain_mask,
                       centre_mm=centre_mm, where=where)

@@ -40,9 +40,10 @@ def probabilities(task: Task, logits: Tensor) -> Tensor:
 
 
 def validation_score(task: Task, target: np.ndarray, output: np.ndarray) -> float:
-    """Monitored metric: macro one-vs-rest AUC over the classes present (grade), AUC (survival),
-    C-index (cox); 0.5 when undefined (a fold without both outcomes)."""
-    from sklearn.metrics import roc_auc_score
+    """Monitored metric: macro one-vs-rest AUC (grade; over the classes present, see
+    :func:`vbiopsy.evaluate.auc.present_class_scores`), AUC (survival), C-index (cox); 0.5 when
+    undefined (a fold without both outcomes)."""
+    from vbiopsy.evaluate.auc import present_class_scores, roc_auc
 
     if task == "survival_cox":
         from vbiopsy.evaluate.survival import concordance
@@ -51,11 +52,10 @@ def validation_score(task: Task, target: np.ndarray, output: np.ndarray) -> floa
         if event.sum() == 0:
             return 0.5
         return float(concordance(time, event, output))
-    if task == "survival":
-        return float(roc_auc_score(target, output)) if len(np.unique(target)) == 2 else 0.5
-    scores = [roc_auc_score(target == k, output[:, k]) for k in range(output.shape[1])
-              if 0 < np.count_nonzero(target == k) < len(target)]
-    return float(np.mean(scores)) if scores else 0.5
+    if len(np.unique(target)) < 2:
+        return 0.5
+    y, scores, _ = present_class_scores(target.astype(int), output)
+    return float(roc_auc(y, scores))
 
 
 class AslNetTask(L.LightningModule):

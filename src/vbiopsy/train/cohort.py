@@ -20,7 +20,7 @@ from vbiopsy.data.layouts import read_cohort
 from vbiopsy.data.manifest import Manifest
 from vbiopsy.data.roi_cubes import RoiCube, cube_key, extract_cube
 from vbiopsy.data.splits import Splits, make_splits
-from vbiopsy.errors import CohortError, ConfigError, InputError
+from vbiopsy.errors import CohortError, ConfigError, InputError, VbiopsyError
 from vbiopsy.parallel import run_parallel
 from vbiopsy.tasks.labels import TaskLabels, task_labels
 from vbiopsy.train.config import TrainConfig
@@ -98,7 +98,17 @@ def training_pool_labels(config: TrainConfig, manifest: Manifest, splits: Splits
     return labels
 
 
-def _extract(row: dict[str, Any], *, modality: str, settings: dict[str, Any], cache_dir: Path) -> tuple[str, RoiCube]:
+def _extract(row: dict[str, Any], *, modality: str, settings: dict[str, Any],
+             cache_dir: Path) -> tuple[str, RoiCube] | str:
+    """``(subject, cube)``, or the message of a user error (collected by the caller, not raised in a worker)."""
+    try:
+        return _extract_or_raise(row, modality=modality, settings=settings, cache_dir=cache_dir)
+    except VbiopsyError as err:
+        return str(err)
+
+
+def _extract_or_raise(row: dict[str, Any], *, modality: str, settings: dict[str, Any],
+                      cache_dir: Path) -> tuple[str, RoiCube]:
     sid = str(row["subject_id"])
     paths = {"image": row.get(modality), "brain_mask": row.get("brain_mask"), "seg": row.get("seg")}
     if paths["image"] is None:
@@ -126,7 +136,7 @@ def extract_cubes(config: TrainConfig, manifest: Manifest, subject_ids: list[str
     rows = [manifest.row(s) for s in subject_ids]
     cubes: dict[str, RoiCube] = {}
     problems: list[str] = []
-    for _, result in run_parallel(_safe(task), rows, jobs=config.data.jobs):
+    for _, result in run_parallel(task, rows, jobs=config.data.jobs):
         if isinstance(result, str):
             problems.append(result)
         else:
@@ -134,21 +144,6 @@ def extract_cubes(config: TrainConfig, manifest: Manifest, subject_ids: list[str
     if problems:
         raise CohortError(problems)
     return cubes
-
-
-class _safe:
-    """Wrap ``func`` so a user error becomes its message (collected, not raised, in the workers)."""
-
-    def __init__(self, func: Any) -> None:
-        self.func = func
-
-    def __call__(self, row: dict[str, Any]) -> Any:
-        from vbiopsy.errors import VbiopsyError
-
-        try:
-            return self.func(row)
-        except VbiopsyError as err:
-            return str(err)
 
 
 def prepare_cohort(config: TrainConfig, run_dir: Path) -> TrainingCohort:

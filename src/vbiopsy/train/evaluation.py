@@ -21,6 +21,7 @@ from vbiopsy.errors import InputError
 from vbiopsy.tasks.labels import task_labels
 from vbiopsy.train.cohort import label_options, label_task
 from vbiopsy.train.config import TrainConfig
+from vbiopsy.evaluate.auc import present_class_scores
 from vbiopsy.train.cross_validation import output_columns
 
 N_RESAMPLES = 2000
@@ -41,36 +42,13 @@ def test_labels(config: TrainConfig, run_dir: Path) -> tuple[list[str], np.ndarr
     return list(labels.subject_ids), labels.y, dict(labels.excluded)
 
 
-def auc_inputs(y: np.ndarray, prob: np.ndarray, names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, str]:
-    """Labels, scores and a description for the AUC. A class absent from ``y`` (e.g. grade III kept in
-    training by the rare-class policy) is left out: the macro average runs over the present classes
-    with the probabilities renormalised over them, and the description says so."""
-    if prob.ndim == 1:
-        return y, prob, "binary"
-    present = np.unique(y)
-    if len(present) == prob.shape[1]:
-        return y, prob, "macro one-vs-rest"
-    if len(present) < 2:
-        raise InputError("test set", f"only class {present.tolist()} present; an AUC needs two classes")
-    sub = prob[:, present]
-    sub = sub / sub.sum(axis=1, keepdims=True)
-    remap = {int(c): i for i, c in enumerate(present)}
-    label = names or [str(k) for k in range(prob.shape[1])]
-    kept = ", ".join(label[int(c)] for c in present)
-    absent = ", ".join(label[k] for k in range(prob.shape[1]) if k not in set(present.tolist()))
-    how = "binary between" if len(present) == 2 else "macro one-vs-rest over"
-    scores = sub[:, 1] if len(present) == 2 else sub
-    return np.array([remap[int(v)] for v in y]), scores, (
-        f"{how} {kept} ({absent} absent from these patients; probabilities renormalised over the others)")
-
-
 def binary_or_multiclass(config: TrainConfig, y: np.ndarray, prob: np.ndarray, rule: dict[str, Any],
                          seed: int) -> dict[str, Any]:
     """AUC with bootstrap CI, threshold metrics at the OOF-tuned rule, Brier, calibration, decision curve."""
     from vbiopsy.evaluate import auc, calibration, classification, decision
 
     out: dict[str, Any] = {"n": int(len(y))}
-    auc_y, auc_prob, average = auc_inputs(y, prob, output_columns(config))
+    auc_y, auc_prob, average = present_class_scores(y, prob, output_columns(config))
     out["auc"] = auc.bootstrap_auc(auc_y, auc_prob, n_resamples=N_RESAMPLES, seed=seed).to_dict()
     out["auc"]["average"] = average
     if config.task == "grade":
@@ -169,8 +147,8 @@ def compare_baseline(config: TrainConfig, path: Path, ids: list[str], y: np.ndar
 
         diff = paired_concordance_difference(y[:, 0], y[:, 1], model_out, base_out, n_resamples=N_RESAMPLES, seed=seed)
         return base_metrics, _jsonable(diff)
-    auc_y, model_scores, _ = auc_inputs(y.astype(int), model_out)
-    _, base_scores, _ = auc_inputs(y.astype(int), base_out)
+    auc_y, model_scores, _ = present_class_scores(y.astype(int), model_out)
+    _, base_scores, _ = present_class_scores(y.astype(int), base_out)
     difference = paired_bootstrap_difference(auc_y, model_scores, base_scores, n_resamples=N_RESAMPLES, seed=seed)
     return base_metrics, _jsonable(difference)
 

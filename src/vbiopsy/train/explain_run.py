@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import ndimage
 
 from vbiopsy.atomic import ensure_writable_dir, write_text_atomic, write_with_atomic
 from vbiopsy.data.layouts import read_cohort
@@ -41,16 +40,17 @@ def predicted_target(config: TrainConfig, output: float | np.ndarray, threshold:
     return int(float(output) >= (threshold if threshold is not None else 0.5))
 
 
-def tumour_mass_fraction(saliency_scan: np.ndarray, seg_path: str | Path | None, dilation: int = 2) -> float | None:
-    """Share of the saliency's absolute mass inside the segmentation dilated by ``dilation`` voxels."""
+def tumour_mass_fraction(saliency_scan: np.ndarray, seg_path: str | Path | None, dilation: float = 2.0) -> float | None:
+    """Share of the saliency's absolute mass inside the segmentation grown by ``dilation`` voxels
+    (:func:`vbiopsy.explain.mass_inside`); ``None`` without a usable segmentation."""
+    from vbiopsy.explain import mass_inside
+
     if seg_path is None:
         return None
     seg = load_volume(seg_path, dtype=np.int16, allow_empty=True).array > 0
-    if seg.shape != saliency_scan.shape or not seg.any():
+    if seg.shape != saliency_scan.shape or not seg.any() or not np.abs(saliency_scan).sum() > 0:
         return None
-    grown = ndimage.binary_dilation(seg, iterations=dilation)
-    total = float(np.abs(saliency_scan).sum())
-    return float(np.abs(saliency_scan[grown]).sum() / total) if total > 0 else None
+    return mass_inside(saliency_scan, seg, dilate_vox=dilation)
 
 
 def pool_encoding(config: TrainConfig, manifest: Manifest, splits: Splits) -> TabularEncoding | None:
@@ -68,12 +68,12 @@ def tabular_row(encoding: TabularEncoding | None, manifest: Manifest, subject: s
     return torch.from_numpy(encoding.transform(manifest.frame[manifest.frame["subject_id"] == subject]))
 
 
-def saliency_volume(model: torch.nn.Module, cube: RoiCube, tabular: torch.Tensor | None, target: int,
-                    config: TrainConfig) -> Volume:
-    """|IG| summed over channels for ``target``, placed exactly on the scan's grid."""
+def saliency_volume(model: torch.nn.Module, cube: RoiCube, image: torch.Tensor, tabular: torch.Tensor | None,
+                    target: int, config: TrainConfig) -> Volume:
+    """|IG| of ``image`` (1, 4, X, Y, Z: ``cube``'s channels) summed over channels for ``target``, placed
+    exactly on the scan's grid through ``cube.box``."""
     from vbiopsy.explain import integrated_gradients, saliency_to_native
 
-    image = torch.from_numpy(cube.channels())[None]
     inputs = (image, tabular) if tabular is not None else image
     attributions = integrated_gradients(model, inputs, target, n_steps=config.explain.ig_steps,
                                         internal_batch_size=config.explain.internal_batch_size)
@@ -103,10 +103,11 @@ def explain_run(config: TrainConfig, run_dir: Path) -> Path:
         tabular = tabular_row(encoding, manifest, sid)
         output = record[columns].to_numpy(dtype=float)
         target = predicted_target(config, output if config.task == "grade" else output[0], posthoc.get("threshold"))
-        scan = saliency_volume(ensemble, cube, tabular, target, config)
+        image = torch.from_numpy(cube.channels())[None]
+        scan = saliency_volume(ensemble, cube, image, tabular, target, config)
         path = save_saliency(scan, out / f"{sid}_saliency.nii.gz")
         baseline = torch.from_numpy(encoding.mean.astype(np.float32))[None] if encoding is not None else None
-        shapley = channel_shapley(ensemble, torch.from_numpy(cube.channels())[None], target, tabular=tabular,
+        shapley = channel_shapley(ensemble, image, target, tabular=tabular,
                                   tabular_baseline=baseline, channel_names=CHANNEL_PLAYERS,
                                   tabular_names=TABULAR_PLAYERS if tabular is not None else None)
         seg = manifest.row(sid).get("seg")

@@ -25,12 +25,8 @@ from vbiopsy.train.dataset import CubeDataset
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
-    """Seed Python, NumPy and torch; turn on deterministic algorithms when asked."""
-    import random
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Seed Python, NumPy and torch (Lightning's ``seed_everything``); deterministic algorithms when asked."""
+    L.seed_everything(seed, workers=False, verbose=False)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic, warn_only=True)
 

@@ -75,7 +75,7 @@ def predict_subjects(config: TrainConfig, run_dir: Path, subjects: Sequence[str]
             from vbiopsy.explain import save_saliency
 
             target = predicted_target(config, output if config.task == "grade" else output[0], rule.get("threshold"))
-            path = save_saliency(saliency_volume(ensemble, cube, tabular, target, config),
+            path = save_saliency(saliency_volume(ensemble, cube, image, tabular, target, config),
                                  folder / f"{sid}_saliency.nii.gz")
             record["saliency"] = str(path)
         rows.append(record)

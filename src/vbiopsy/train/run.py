@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from vbiopsy.config import build_config, deep_merge, read_yaml
-from vbiopsy.errors import ConfigError, InputError
+from vbiopsy.errors import InputError
 from vbiopsy.train.config import TrainConfig
 
 PATH_KEYS = ("cohort", "clinical", "splits")
@@ -78,9 +78,3 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     if not (run_dir / "run.json").is_file():
         raise InputError(run_dir, "not a finished training run (no run.json)")
     return load_train_config(run_dir / "config.yaml")
-
-
-def check_positive(name: str, value: int | None) -> None:
-    """Reject a non-positive override."""
-    if value is not None and value < 1:
-        raise ConfigError(f"{name} must be >= 1, got {value}")

@@ -55,11 +55,12 @@ def sample_overrides(trial: Any, task: str, space: Space = "reference") -> dict[
 
 def oof_score(config: TrainConfig, run_dir: Path) -> float:
     """The monitored metric on a run's out-of-fold predictions (training-pool labels only)."""
+    from vbiopsy.train.cross_validation import output_columns
+
     oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"subject_id": str})
+    values = oof[output_columns(config)].to_numpy()
     if config.task == "survival_cox":
-        return validation_score(config.task, oof[["time", "event"]].to_numpy(), oof["risk"].to_numpy())
-    columns = ["grade_2", "grade_3", "grade_4"] if config.task == "grade" else ["p_event"]
-    values = oof[columns].to_numpy()
+        return validation_score(config.task, oof[["time", "event"]].to_numpy(), values[:, 0])
     return validation_score(config.task, oof["target"].to_numpy(), values if config.task == "grade" else values[:, 0])
 
 
