@@ -185,3 +185,48 @@ def class_weights(y: np.ndarray, n_classes: int) -> np.ndarray:
     present = counts > 0
     weights[present] = len(y) / (n_classes * counts[present])
     return weights
+
+
+def masked_marker_loss(logits: Tensor, target: Tensor, *, label_smoothing: float = 0.0,
+                       pos_weight: Tensor | None = None, focal_gamma: float = 0.0) -> Tensor:
+    """Mean binary loss over the *known* marker labels of a batch (unknown = NaN are left out).
+
+    Args:
+        logits: ``(B, K)`` one logit per marker.
+        target: ``(B, K)`` 0/1, NaN where the marker is not known for the patient (1p/19q is only
+            defined for some gliomas).
+        label_smoothing: ε; targets become ``y·(1 − ε) + ε/2``.
+        pos_weight: ``(K,)`` weight of the positive term per marker (class balance), or ``None``.
+        focal_gamma: 0 = binary cross-entropy; > 0 = focal loss ``(1 − p_t)^γ · BCE`` (p_t of the hard label).
+
+    Returns:
+        Scalar; 0 (with a gradient path) when no label in the batch is known.
+    """
+    if logits.ndim != 2 or target.shape != logits.shape:
+        raise InputError("markers", f"logits {tuple(logits.shape)} and target {tuple(target.shape)} must both be (B, K)")
+    smoothing = _check_smoothing(label_smoothing)
+    if focal_gamma < 0:
+        raise ConfigError(f"focal_gamma must be ≥ 0, got {focal_gamma}")
+    known = torch.isfinite(target)
+    if not bool(known.any()):
+        return logits.sum() * 0.0
+    hard = torch.where(known, target, torch.zeros_like(target))
+    if bool(((hard != 0) & (hard != 1)).any()):
+        raise InputError("markers", "marker labels must be 0, 1 or NaN")
+    soft = hard * (1.0 - smoothing) + smoothing / 2.0
+    pw = None if pos_weight is None else torch.as_tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    per = F.binary_cross_entropy_with_logits(logits.float(), soft.float(), pos_weight=pw, reduction="none")
+    if focal_gamma > 0:
+        p = torch.sigmoid(logits.float())
+        p_t = torch.where(hard > 0.5, p, 1.0 - p)
+        per = (1.0 - p_t).pow(focal_gamma) * per
+    return per[known].mean()
+
+
+def marker_pos_weight(markers: np.ndarray) -> np.ndarray:
+    """``(K,)`` n_negative / n_positive per marker over the known labels of ``markers`` (n, K); 1 where
+    a class is absent."""
+    markers = np.asarray(markers, dtype=float)
+    pos = np.nansum(markers == 1, axis=0).astype(float)
+    neg = np.nansum(markers == 0, axis=0).astype(float)
+    return np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1.0), 1.0).astype(np.float32)
