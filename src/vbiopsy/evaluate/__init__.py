@@ -1,5 +1,5 @@
 """Evaluation core shared by every pipeline: discrimination, threshold metrics, calibration, decision
-curves and survival statistics, each matching its reference library (scikit-learn, scipy,
+curves, segmentation overlap/distance per BraTS region and survival statistics, each matching its reference library (scikit-learn, scipy,
 statsmodels, dcurves, lifelines; see the tests).
 
 Conventions: labels are class indices ``0..K-1``; probabilities are (n,) = P(class 1) for binary
@@ -19,12 +19,18 @@ from vbiopsy.evaluate.classification import (
     classification_metrics, confusion_matrix, mcnemar_test, metrics_from_confusion, predict_labels, youden_threshold,
 )
 from vbiopsy.evaluate.decision import DecisionCurve, net_benefit
+from vbiopsy.evaluate.segmentation import (
+    BRATS_WORST_HD95_MM, RegionScore, cohort_segmentation_metrics, empty_mask_policy, hausdorff_distance, region_masks,
+    region_metrics,
+)
 from vbiopsy.evaluate.survival import (
     ConcordanceEstimate, bootstrap_concordance, bootstrap_concordance_samples, concordance, fit_risk_cutoffs,
     kaplan_meier_by_group, paired_concordance_difference, risk_groups,
 )
 
 __all__ = [
+    "BRATS_WORST_HD95_MM", "RegionScore", "cohort_segmentation_metrics", "empty_mask_policy", "hausdorff_distance",
+    "region_masks", "region_metrics",
     "AucEstimate", "CalibrationCurve", "ConcordanceEstimate", "DecisionCurve", "Difference", "RocBand",
     "bootstrap_auc", "bootstrap_auc_samples", "bootstrap_concordance", "bootstrap_concordance_samples",
     "brier_score", "calibration_curve", "classification_metrics", "concordance", "confusion_matrix",

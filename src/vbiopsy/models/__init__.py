@@ -1,4 +1,5 @@
-"""Neural networks (``nn.Module`` only; no files, no losses): ASLNet backbone, FiLM, tabular fusion.
+"""Neural networks (``nn.Module`` only; no files, no losses): ASLNet backbone, FiLM, tabular fusion;
+MGMT-Net blocks; the Virtual Biopsy Adaptive-Diagnoser with its backbone registry.
 
 :func:`build_aslnet` makes the two ASLNet models with the paper's final settings:
 
@@ -16,11 +17,16 @@ from typing import Any, Literal
 from torch import nn
 
 from vbiopsy.errors import ConfigError
+from vbiopsy.models.backbones import BACKBONES, build_backbone, register_backbone
+from vbiopsy.models.diagnoser import AdaptiveDiagnoser
 from vbiopsy.models.film import FiLMGenerator, modulate
+from vbiopsy.models.masked_channel_attention import MaskedChannelAttention, masked_average_pool, resize_prior
 from vbiopsy.models.resnet3d import GroupNorm3d, ResidualBlock3D, ResNet3D, group_norm
 from vbiopsy.models.tabular import ASLNetSurvival, NonFiniteTabularError, TabularEncoder
 
-__all__ = ["ASLNetSurvival", "FiLMGenerator", "GroupNorm3d", "NonFiniteTabularError", "ResNet3D", "ResidualBlock3D",
+__all__ = ["AdaptiveDiagnoser", "BACKBONES", "MaskedChannelAttention", "build_backbone", "masked_average_pool",
+           "register_backbone", "resize_prior",
+           "ASLNetSurvival", "FiLMGenerator", "GroupNorm3d", "NonFiniteTabularError", "ResNet3D", "ResidualBlock3D",
            "TabularEncoder", "build_aslnet", "group_norm", "modulate"]
 
 #: output logits of the grade model: WHO grade II, III, IV.
