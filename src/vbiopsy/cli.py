@@ -144,7 +144,7 @@ def preprocess(
 @app.command()
 @user_errors
 def train(
-    config: Path = typer.Argument(..., help="Training config YAML (configs/aslnet-*.yaml)."),
+    config: Path = typer.Argument(..., help="Training config YAML (configs/aslnet-*.yaml, configs/mgmtnet*.yaml)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (created)."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),
     splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json to use (overrides data.splits)."),
@@ -187,10 +187,51 @@ def predict(
 ) -> None:
     """Predict with a run's fold ensemble; the OOF-fitted decision rule is applied."""
     from vbiopsy.train.predict import predict_subjects
+    from vbiopsy.train.profile_config import ProfileConfig
+    from vbiopsy.train.profile_predict import predict_profile
     from vbiopsy.train.run import load_run_config
 
-    path = predict_subjects(load_run_config(run_dir), run_dir, subjects, out, cohort=cohort, saliency=saliency)
+    config = load_run_config(run_dir)
+    if isinstance(config, ProfileConfig):
+        path = predict_profile(config, run_dir, subjects, out, cohort=cohort)
+    else:
+        path = predict_subjects(config, run_dir, subjects, out, cohort=cohort, saliency=saliency)
     print(f"predictions: {path}")
+
+
+@app.command()
+@user_errors
+def ablation(
+    config: Path = typer.Argument(..., help="MGMT-Net training config YAML (task: profile)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for one run per variant and ablation.csv."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Override optim.max_epochs."),
+) -> None:
+    """Train the paper's ablation variants (full, no CMAF, no Swin, GAP) on one split; print one table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from vbiopsy.errors import ConfigError
+    from vbiopsy.train.profile_ablation import run_ablation
+    from vbiopsy.train.profile_config import ProfileConfig
+    from vbiopsy.train.run import load_train_config
+
+    overrides: dict = {}
+    if cohort is not None:
+        overrides["data"] = {"cohort": str(cohort.absolute())}
+    if max_epochs is not None:
+        overrides["optim"] = {"max_epochs": max_epochs}
+    loaded = load_train_config(config, overrides)
+    if not isinstance(loaded, ProfileConfig):
+        raise ConfigError(f"{config}: the ablation command runs MGMT-Net configs (task: profile), not {loaded.task!r}")
+    frame = run_ablation(loaded, out)
+    table = Table(title="MGMT-Net ablation (out-of-fold, same split)")
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*["—" if v is None or v != v else (f"{v:.3f}" if isinstance(v, float) else str(v)) for v in row])
+    Console().print(table)
+    print(f"table: {out / 'ablation.csv'}")
 
 
 @app.command()
@@ -207,8 +248,14 @@ def tune(
     from vbiopsy.train.run import load_train_config
     from vbiopsy.train.tune import tune as run_tune
 
+    from vbiopsy.errors import ConfigError
+    from vbiopsy.train.config import TrainConfig
+
     overrides = {"data": {"cohort": str(cohort.absolute())}} if cohort is not None else None
-    summary = run_tune(load_train_config(config, overrides), out, n_trials=trials, space=space,  # type: ignore[arg-type]
+    loaded = load_train_config(config, overrides)
+    if not isinstance(loaded, TrainConfig):
+        raise ConfigError(f"{config}: tune supports the ASLNet tasks (grade, survival, survival_cox), not {loaded.task!r}")
+    summary = run_tune(loaded, out, n_trials=trials, space=space,  # type: ignore[arg-type]
                        storage=storage)
     print(f"best config: {out / 'best_config.yaml'}")
     print(f"study: {summary}")

@@ -80,6 +80,7 @@ class ProfileTask(L.LightningModule):
         weight = None if pos_weight is None or not lw.class_balanced else torch.as_tensor(pos_weight)
         self.register_buffer("pos_weight", weight, persistent=False)
         self.history: list[dict[str, float]] = []
+        self._val_row: dict[str, float] = {}
 
     def forward(self, image: Tensor, present: Tensor | None = None) -> Any:
         return self.model(image, present)
@@ -123,15 +124,23 @@ class ProfileTask(L.LightningModule):
         aucs = marker_auc(markers, np.stack(probs))
         score = validation_score(dice, aucs)
         self.log(MONITOR, score)
+        row = {MONITOR: round(score, 6), "val_wt_dice": round(float(np.mean(dice)), 6)}
+        for name, auc in zip(self.config.data.markers, aucs):
+            row[f"val_auc_{name}"] = math.nan if auc is None else round(auc, 6)
+        self._val_row = row
+        self.model.train()
+
+    def on_train_epoch_end(self) -> None:
+        """One history row per epoch: this epoch's training losses (+ its validation, when it ran)."""
         metrics = self.trainer.callback_metrics
-        row = {"epoch": int(self.current_epoch), MONITOR: round(score, 6), "val_wt_dice": round(float(np.mean(dice)), 6)}
+        row: dict[str, float] = {"epoch": int(self.current_epoch)}
         for name in ("train_loss", "train_seg_loss", "train_marker_loss"):
             value = metrics.get(name)
             row[name] = round(float(value), 6) if value is not None else math.nan
-        for name, auc in zip(self.config.data.markers, aucs):
-            row[f"val_auc_{name}"] = math.nan if auc is None else round(auc, 6)
+        row["lr"] = float(self.optimizers().param_groups[0]["lr"]) if self.trainer.optimizers else math.nan  # type: ignore[union-attr]
+        row.update(self._val_row)
+        self._val_row = {}
         self.history.append(row)
-        self.model.train()
 
     def configure_optimizers(self) -> dict[str, Any]:
         optim = self.config.optim

@@ -126,6 +126,9 @@ class ProfileOptim(_Section):
 class ProfileInference(_Section):
     """Sliding-window inference and post-processing."""
 
+    roi: tuple[int, int, int] | None = Field(
+        None, description="sliding-window size (voxels); default: the training patch. A window covering the whole "
+                          "working volume makes inference one forward pass")
     overlap: float = Field(0.5, ge=0, lt=1)
     sw_batch_size: int = Field(1, ge=1)
     min_component_ml: float = Field(0.1, ge=0, description="tumour components smaller than this are removed")

@@ -146,9 +146,12 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
         seg = metrics[part]["segmentation"]
         lines.append(f"## {'Out-of-fold (training pool)' if part == 'oof' else 'Test set (fold ensemble)'}")
         for region, values in (seg.get("regions") or {}).items():
-            dice = values.get("dice", {})
-            lines.append(f"- {region}: Dice mean {dice.get('mean', float('nan')):.3f} "
-                         f"(n valid {values.get('n_valid', '?')} of {seg.get('n', '?')})")
+            dice, hd = values["dice"], values["hd95_mm"]
+            if dice.get("mean") is None:
+                continue
+            lines.append(f"- {region}: Dice mean {dice['mean']:.3f} (median {dice['median']:.3f}), HD95 median "
+                         f"{hd['median']:.1f} mm — {seg['n_cases']} cases, region present in {values['n_ref_present']}, "
+                         f"empty-mask rule applied to {dice['n_policy']}")
         for marker, entry in metrics[part]["markers"].items():
             auc = entry.get("auc")
             text = f"AUC {auc['auc']:.3f} [{auc['low']:.3f}, {auc['high']:.3f}]" if auc else entry.get("reason", "")

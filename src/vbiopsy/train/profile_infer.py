@@ -109,8 +109,9 @@ def marker_probabilities(model: nn.Module, image: np.ndarray, present: np.ndarra
 
 def predict_case(model: nn.Module, case: ProfileCase, *, patch: tuple[int, int, int],
                  settings: ProfileInference) -> CasePrediction:
-    """Segmentation, markers and modality shares of one case (working grid)."""
-    prob = segment_probabilities(model, case.image, case.present, patch=patch, settings=settings)
+    """Segmentation (windows of ``settings.roi`` or ``patch``), markers (on ``patch``, as trained) and
+    modality shares of one case (working grid)."""
+    prob = segment_probabilities(model, case.image, case.present, patch=settings.roi or patch, settings=settings)
     voxel_ml = float(np.prod(case.spacing)) / 1000.0
     labels = postprocess(prob.argmax(axis=0).astype(np.uint8), voxel_ml, settings)
     brain = (case.image != 0).any(axis=0)
