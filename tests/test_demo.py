@@ -20,6 +20,10 @@ def test_demo_writes_every_output_and_the_cohort_checks_clean(tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert "12 subjects checked: no problems" in result.output
     assert "ASLNet demo training skipped: it needs at least 30 patients (got 12)" in result.output
+    assert "MGMT-Net on" in result.output and "whole-tumour Dice" in result.output
+    mgmt = json.loads((out / "mgmtnet" / "metrics.json").read_text())
+    assert mgmt["task"] == "profile" and mgmt["test"]["segmentation"]["n_cases"] >= 1
+    assert len(list((out / "mgmtnet" / "test" / "seg").glob("*.nii.gz"))) == mgmt["test"]["segmentation"]["n_cases"]
     for name in ("demo_config.yaml", "cohort_summary.json", "cohort_summary.md", "manifest.csv", "splits.json",
                  "cohort/ground_truth.json", "cohort/UCSF-PDGM-metadata.csv"):
         assert (out / name).is_file(), name

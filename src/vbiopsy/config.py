@@ -98,3 +98,6 @@ class DemoConfig(BaseModel):
     aslnet: bool = Field(True, description="train the ASLNet 12-month survival demo config on the cohort")
     aslnet_epochs: int = Field(8, ge=1, le=200, description="maximum epochs of the demo ASLNet training")
     aslnet_folds: int = Field(3, ge=2, le=10, description="cross-validation folds of the demo ASLNet training")
+    mgmtnet: bool = Field(True, description="train the MGMT-Net demo config (segmentation + markers) on the cohort")
+    mgmtnet_epochs: int = Field(10, ge=1, le=500, description="maximum epochs of the demo MGMT-Net training")
+    mgmtnet_folds: int = Field(2, ge=2, le=10, description="cross-validation folds of the demo MGMT-Net training")

@@ -17,6 +17,11 @@ from typing import Any, Literal
 from torch import nn
 
 from vbiopsy.errors import ConfigError
+from vbiopsy.models.cmaf import ConcatFusion, CrossModalityAttentionFusion
+from vbiopsy.models.hybrid_encoder import HybridEncoder
+from vbiopsy.models.marker_head import MarkerHead
+from vbiopsy.models.mgmtnet import MGMTNet, MGMTNetOutput
+from vbiopsy.models.segmentation_decoder import AttentionGate, SegmentationDecoder
 from vbiopsy.models.backbones import BACKBONES, build_backbone, register_backbone
 from vbiopsy.models.diagnoser import AdaptiveDiagnoser
 from vbiopsy.models.film import FiLMGenerator, modulate
@@ -24,7 +29,9 @@ from vbiopsy.models.masked_channel_attention import MaskedChannelAttention, mask
 from vbiopsy.models.resnet3d import GroupNorm3d, ResidualBlock3D, ResNet3D, group_norm
 from vbiopsy.models.tabular import ASLNetSurvival, NonFiniteTabularError, TabularEncoder
 
-__all__ = ["AdaptiveDiagnoser", "BACKBONES", "MaskedChannelAttention", "build_backbone", "masked_average_pool",
+__all__ = ["AttentionGate", "ConcatFusion", "CrossModalityAttentionFusion", "HybridEncoder", "MGMTNet", "MGMTNetOutput",
+           "MarkerHead", "SegmentationDecoder",
+           "AdaptiveDiagnoser", "BACKBONES", "MaskedChannelAttention", "build_backbone", "masked_average_pool",
            "register_backbone", "resize_prior",
            "ASLNetSurvival", "FiLMGenerator", "GroupNorm3d", "NonFiniteTabularError", "ResNet3D", "ResidualBlock3D",
            "TabularEncoder", "build_aslnet", "group_norm", "modulate"]
