@@ -74,7 +74,8 @@ def main() -> None:
           f"{truth['balanced_accuracy']:.3f}, AUC {truth['auc']:.3f}; class counts {truth['class_counts']}; "
           f"target 0.9 × oracle = {0.9 * oracle:.3f}")
 
-    config = load_diagnosis_config(args.config or bundled_config("diagnoser-demo.yaml"), {"data": {"cohort": str(cohort)}})
+    config = load_diagnosis_config(args.config or bundled_config("diagnoser-demo.yaml"),
+                                   {"data": {"cohort": str(cohort)}})
     config = with_changes(config, data={"jobs": 2})
     samples = out / "samples"
     started = time.perf_counter()
@@ -91,7 +92,8 @@ def main() -> None:
     seconds = time.perf_counter() - started
     metrics = evaluate_diagnosis(run_dir)
     mean, sd = metrics["fold_mean"], metrics["fold_sd"]
-    print(f"demo 5-fold CV: {seconds / 60:.1f} min (target ≤ 15); accuracy {mean['accuracy']:.3f} ± {sd['accuracy']:.3f} "
+    print(f"demo 5-fold CV: {seconds / 60:.1f} min (target ≤ 15); "
+          f"accuracy {mean['accuracy']:.3f} ± {sd['accuracy']:.3f} "
           f"(target ≥ {0.9 * oracle:.3f}: {'met' if mean['accuracy'] >= 0.9 * oracle else 'NOT met'}), "
           f"balanced {mean['balanced_accuracy']:.3f}, macro F1 {mean['f1_macro']:.3f}, AUC {mean['auc']:.3f}")
     print("pooled OOF confusion matrix (rows true, columns predicted; glioma, lymphoma, germinoma, other):")
@@ -103,17 +105,18 @@ def main() -> None:
     if not args.no_ablation:
         started = time.perf_counter()
         print("\nTable 2 (ablation; % mean ± sd over folds):")
-        ablation_table(config, out / "ablation")
+        ablation_table(config, out / "ablation", cache_dir=samples)
         print(f"({(time.perf_counter() - started) / 60:.1f} min)")
         print("upper bound: the manual segmentation as the prior (MCA), same folds:")
-        seg = with_changes(config, model={"prior": "seg"}, data={"splits": str(out / "ablation" / "none" / "splits.json")})
+        same_split = str(out / "ablation" / "none" / "splits.json")
+        seg = with_changes(config, model={"prior": "seg"}, data={"splits": same_split})
         run_cross_validation(seg, out / "seg_mca", cache_dir=samples)
         seg_metrics = evaluate_diagnosis(out / "seg_mca")
         print(f"    accuracy {seg_metrics['fold_mean']['accuracy']:.3f} ± {seg_metrics['fold_sd']['accuracy']:.3f}")
     if args.backbones:
         started = time.perf_counter()
         print("\nTable 3 (backbones; % mean ± sd over folds):")
-        backbone_table(config, out / "backbones")
+        backbone_table(config, out / "backbones", cache_dir=samples)
         print(f"({(time.perf_counter() - started) / 60:.1f} min)")
     machine_state("end")
 

@@ -155,6 +155,8 @@ def test_table_rows_map_to_the_documented_model_options(cohort: Path, tmp_path: 
                     "fold_sd": dict.fromkeys(run_module.SUMMARY_KEYS, 0.1), "pooled_oof": {"accuracy": 0.5}}
 
     def fake_run(config: object, out: Path, *, cache_dir: Path | None = None) -> Path:
+        if config.model.backbone == "swin":  # type: ignore[attr-defined]
+            raise ConfigError("backbone 'swin' needs the 'einops' package")
         seen.append((config.model.model_dump(), config.data.splits, cache_dir))  # type: ignore[attr-defined]
         return Path(out)
 
@@ -171,13 +173,14 @@ def test_table_rows_map_to_the_documented_model_options(cohort: Path, tmp_path: 
     assert table.loc[0, "accuracy"] == "50.0 ± 10.0" and (tmp_path / "ablation" / "row_table.csv").is_file()
     seen.clear()
     config = config_for(cohort, model={"input_prior": "channel"}, comparison={
-        "backbones": ["resnet", "densenet"], "options": {"resnet": {"width": "tiny", "blocks": [1, 1]}}})
+        "backbones": ["resnet", "densenet", "swin"], "options": {"resnet": {"width": "tiny", "blocks": [1, 1]}}})
     assert [m["input_prior"] for m, _, _ in seen] == []
     ablation_table(config, tmp_path / "ablation2")
     assert [m["input_prior"] for m, _, _ in seen] == ["none", "channel", "channel", "channel", "channel"]
     seen.clear()
     backbones = backbone_table(config, tmp_path / "backbones")
-    assert backbones["backbone"].tolist() == ["resnet", "densenet"]
+    assert backbones["backbone"].tolist() == ["resnet", "densenet", "swin"]
+    assert backbones["error"].isna().tolist() == [True, True, False] and "einops" in backbones.loc[2, "error"]
     assert [m["backbone_options"] for m, _, _ in seen] == [{"width": "tiny", "blocks": [1, 1]}, {"width": "tiny"}]
     assert all(m["mca"] and m["prior"] == "refined" for m, _, _ in seen)
 

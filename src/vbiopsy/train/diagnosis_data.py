@@ -153,7 +153,8 @@ def localize_scan(paths: dict[str, str | Path | None], settings: DiagnosisDataSe
     for name in settings.localizer.modalities:
         if name not in images:
             if paths.get(name) is None:
-                raise InputError(f"subject {subject_id}", f"the localiser needs a {name!r} image (localizer.modalities)")
+                raise InputError(f"subject {subject_id}",
+                                 f"the localiser needs a {name!r} image (localizer.modalities)")
             other = load_volume(paths[name])  # type: ignore[arg-type]
             if image.grid.mismatch(other.grid):
                 raise InputError(paths[name], f"not on the grid of the {settings.modality} image; resample first")
@@ -198,8 +199,8 @@ def prepare_sample(paths: dict[str, str | Path | None], settings: DiagnosisDataS
     if paths.get("seg") is not None:
         seg = load_volume(paths["seg"], dtype=np.int16, allow_empty=True).array > 0  # type: ignore[arg-type]
         if seg.shape != image.array.shape:
-            raise InputError(paths["seg"], f"segmentation shape {seg.shape} differs from the image's "  # type: ignore[arg-type]
-                                           f"{image.array.shape}")
+            shapes = f"segmentation shape {seg.shape} differs from the image's {image.array.shape}"
+            raise InputError(paths["seg"], shapes)  # type: ignore[arg-type]
     return sample_from_localization(image, result, settings, seg, subject_id)
 
 
@@ -296,7 +297,8 @@ def make_diagnosis_splits(config: DiagnosisConfig, manifest: Manifest, run_dir: 
     return splits
 
 
-def prepare_diagnosis_cohort(config: DiagnosisConfig, run_dir: Path, *, cache_dir: Path | None = None) -> DiagnosisCohort:
+def prepare_diagnosis_cohort(config: DiagnosisConfig, run_dir: Path, *,
+                             cache_dir: Path | None = None) -> DiagnosisCohort:
     """Read the cohort, fix the split, label the training pool only, prepare every subject's sample
     (cached in ``cache_dir``, default ``run_dir/samples``)."""
     data = config.data

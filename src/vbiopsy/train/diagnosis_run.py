@@ -8,7 +8,7 @@ the training pool's labels are read before :func:`evaluate_diagnosis`; held-out 
 there and nowhere else. Results: per-fold metrics averaged ± sample sd (ddof 1), pooled-OOF metrics
 with the per-class confusion matrix, the test set (fold ensemble) when there is one.
 
-Table-2 rows (:data:`ABLATION_ROWS`), each adding one thing to the row before:
+Table-2 rows (:data:`ABLATION_ROWS`), as the paper's Table 2 (VLM-C → coarse prior, Refine → refined prior):
 
 ============  =======  ===============================================================  =====
 row           prior    input prior                                                      MCA
@@ -102,6 +102,9 @@ def run_fold(config: DiagnosisConfig, cohort: DiagnosisCohort, fold_index: int, 
     from vbiopsy.tasks.losses import class_weights
     from vbiopsy.train.fit import fit, seed_everything
 
+    n_folds = len(cohort.splits.folds)
+    if isinstance(fold_index, bool) or not isinstance(fold_index, int) or not 0 <= fold_index < n_folds:
+        raise ConfigError(f"fold_index must be in 0..{len(cohort.splits.folds) - 1}, got {fold_index!r}")
     fold = cohort.splits.folds[fold_index]
     folder = ensure_writable_dir(run_dir / f"fold_{fold_index}")
     fit_ids, stop_ids = early_stopping_split(config, cohort, list(fold.train), fold_index)
@@ -230,41 +233,47 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, str]:
     return {k: f"{100 * mean[k]:.1f} ± {100 * (0 if np.isnan(sd[k]) else sd[k]):.1f}" for k in SUMMARY_KEYS}
 
 
-def _variant_table(config: DiagnosisConfig, out: Path, variants: dict[str, dict[str, Any]],
-                   label: str) -> pd.DataFrame:
+def _variant_table(config: DiagnosisConfig, out: Path, variants: dict[str, dict[str, Any]], label: str,
+                   cache_dir: Path | None) -> pd.DataFrame:
     """Cross-validate each variant (model-section changes) on the same split and sample cache; one row each."""
     root = ensure_writable_dir(out)
     rows, splits = [], config.data.splits
     for name, changes in variants.items():
-        variant = with_changes(config, model=changes, data={"splits": splits})
-        run_dir = run_cross_validation(variant, root / name.replace("+", "_"), cache_dir=root / "samples")
+        row = {label: name, **{k: v for k, v in changes.items() if k != "backbone_options"}}
+        try:
+            variant = with_changes(config, model=changes, data={"splits": splits})
+            run_dir = run_cross_validation(variant, root / name.replace("+", "_"), cache_dir=cache_dir or root / "samples")
+        except ConfigError as err:  # e.g. a backbone whose optional package is missing: reported, not fatal
+            rows.append({**row, "error": str(err)})
+            continue
         splits = splits or run_dir / "splits.json"
         metrics = evaluate_diagnosis(run_dir)
-        rows.append({label: name, **{k: v for k, v in changes.items() if k != "backbone_options"},
-                     **summary_row(metrics), "pooled_accuracy": round(100 * metrics["pooled_oof"]["accuracy"], 1)})
+        pooled = round(100 * metrics["pooled_oof"]["accuracy"], 1)
+        rows.append({**row, **summary_row(metrics), "pooled_accuracy": pooled})
     table = pd.DataFrame(rows)
     _csv(table, root / f"{label}_table.csv")
     print(table.to_string(index=False))
     return table
 
 
-def ablation_table(config: DiagnosisConfig, out: str | Path) -> pd.DataFrame:
-    """Table 2 on the user's cohort (rows: :data:`ABLATION_ROWS`); written to ``out`` and printed."""
+def ablation_table(config: DiagnosisConfig, out: str | Path, *, cache_dir: Path | None = None) -> pd.DataFrame:
+    """Table 2 on the user's cohort (rows: :data:`ABLATION_ROWS`); written to ``out`` and printed.
+    Samples are cached in ``cache_dir`` (default ``out/samples``), shared by the rows."""
     loc_input = config.model.input_prior if config.model.input_prior != "none" else "multiply"
     variants = {}
     for name, (prior, mca) in ABLATION_ROWS.items():
         input_prior = "none" if prior == "none" else (config.model.input_prior if mca else loc_input)
         variants[name] = {"prior": prior, "mca": mca, "input_prior": input_prior}
-    return _variant_table(config, Path(out), variants, "row")
+    return _variant_table(config, Path(out), variants, "row", cache_dir)
 
 
-def backbone_table(config: DiagnosisConfig, out: str | Path) -> pd.DataFrame:
+def backbone_table(config: DiagnosisConfig, out: str | Path, *, cache_dir: Path | None = None) -> pd.DataFrame:
     """Table 3: the configured model with each backbone of ``comparison.backbones``; written and printed."""
     options = config.comparison.options
     variants = {name: {"backbone": name, "backbone_options": options.get(name, config.model.backbone_options
                                                                             if name == config.model.backbone else {})}
                 for name in config.comparison.backbones}
-    return _variant_table(config, Path(out), variants, "backbone")
+    return _variant_table(config, Path(out), variants, "backbone", cache_dir)
 
 
 def load_fold_models(run_dir: str | Path) -> tuple[DiagnosisConfig, list[torch.nn.Module]]:
@@ -307,6 +316,8 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
     run_dir = Path(run_dir)
     config, models = load_fold_models(run_dir)
     limit = config.explain.max_patients if max_patients is None else max_patients
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ConfigError(f"max_patients must be an integer >= 0, got {limit!r}")
     samples_dir = Path(json.loads((run_dir / "run.json").read_text())["samples_dir"])
     oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"subject_id": str}).sort_values("subject_id")
     panels, rows = [], []
@@ -324,7 +335,8 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
             record["peak_in_tumour"] = bool(ndimage.binary_dilation(tumour)[peak])
             record["mass_in_tumour"] = round(mass_inside(cam, tumour, dilate_vox=1.0), 4)
         rows.append(record)
-        panels.append((f"{record['subject_id']}\n{record['true']} → {record['predicted']}", sample.image, cam, tumour))
+        caption = f"{record['subject_id']}\n{record['true']} → {record['predicted']}"
+        panels.append((caption, sample.image, cam, tumour))
     out = ensure_writable_dir(run_dir / "gradcam")
     if panels:
         saliency_panels(panels, out / "gradcam.png", title="Grad-CAM of the predicted class (out-of-fold)")
