@@ -144,7 +144,7 @@ def preprocess(
 @app.command()
 @user_errors
 def train(
-    config: Path = typer.Argument(..., help="Training config YAML (configs/aslnet-*.yaml, configs/mgmtnet*.yaml)."),
+    config: Path = typer.Argument(..., help="Training config YAML (configs/aslnet-*.yaml, mgmtnet*.yaml, diagnoser*.yaml)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (created)."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),
     splits: Optional[Path] = typer.Option(None, "--splits", help="splits.json to use (overrides data.splits)."),
@@ -191,8 +191,14 @@ def predict(
     from vbiopsy.train.profile_predict import predict_profile
     from vbiopsy.train.run import load_run_config
 
+    from vbiopsy.train.diagnosis_config import DiagnosisConfig
+
     config = load_run_config(run_dir)
-    if isinstance(config, ProfileConfig):
+    if isinstance(config, DiagnosisConfig):
+        from vbiopsy.train.diagnosis_predict import predict_diagnosis
+
+        path = predict_diagnosis(config, run_dir, subjects, out, cohort=cohort, saliency=saliency)
+    elif isinstance(config, ProfileConfig):
         path = predict_profile(config, run_dir, subjects, out, cohort=cohort)
     else:
         path = predict_subjects(config, run_dir, subjects, out, cohort=cohort, saliency=saliency)
@@ -202,18 +208,19 @@ def predict(
 @app.command()
 @user_errors
 def ablation(
-    config: Path = typer.Argument(..., help="MGMT-Net training config YAML (task: profile)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder for one run per variant and ablation.csv."),
+    config: Path = typer.Argument(..., help="MGMT-Net (task: profile) or Adaptive-Diagnoser (task: diagnosis) config."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for one run per variant and the table CSV."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort folder or manifest CSV (overrides data.cohort)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", min=1, help="Override optim.max_epochs."),
+    backbones: bool = typer.Option(False, "--backbones", help="Diagnoser: compare backbones (Table 3) instead."),
 ) -> None:
-    """Train the paper's ablation variants (full, no CMAF, no Swin, GAP) on one split; print one table."""
+    """Train the paper's ablation variants on one split and print one table: MGMT-Net (full, no CMAF, no Swin,
+    GAP) or the Adaptive-Diagnoser (Table 2: no localisation … refined prior + MCA; --backbones: Table 3)."""
     from rich.console import Console
     from rich.table import Table
 
     from vbiopsy.errors import ConfigError
-    from vbiopsy.train.profile_ablation import run_ablation
-    from vbiopsy.train.profile_config import ProfileConfig
+    from vbiopsy.train.diagnosis_config import DiagnosisConfig
     from vbiopsy.train.run import load_train_config
 
     overrides: dict = {}
@@ -222,9 +229,19 @@ def ablation(
     if max_epochs is not None:
         overrides["optim"] = {"max_epochs": max_epochs}
     loaded = load_train_config(config, overrides)
-    if not isinstance(loaded, ProfileConfig):
-        raise ConfigError(f"{config}: the ablation command runs MGMT-Net configs (task: profile), not {loaded.task!r}")
-    frame = run_ablation(loaded, out)
+    if isinstance(loaded, DiagnosisConfig):
+        from vbiopsy.train.diagnosis_run import ablation_table, backbone_table
+
+        (backbone_table if backbones else ablation_table)(loaded, out)  # prints its table
+        print(f"table: {out / ('backbone_table.csv' if backbones else 'row_table.csv')}")
+        return
+    if loaded.task != "profile" or backbones:
+        raise ConfigError(f"{config}: the ablation command runs MGMT-Net (task: profile) and diagnoser "
+                          f"(task: diagnosis) configs{'; --backbones is for diagnoser configs' if backbones else ''}, "
+                          f"not {loaded.task!r}")
+    from vbiopsy.train.profile_ablation import run_ablation
+
+    frame = run_ablation(loaded, out)  # type: ignore[arg-type]
     table = Table(title="MGMT-Net ablation (out-of-fold, same split)")
     for column in frame.columns:
         table.add_column(str(column))

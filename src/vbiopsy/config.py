@@ -60,6 +60,25 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+RUN_PATH_KEYS = ("cohort", "clinical", "splits")
+"""Keys of a training config's ``data`` section that hold paths (relative ones are relative to the YAML)."""
+
+
+def read_run_yaml(path: str | Path | None, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A training config's raw mapping: the YAML (if any) with its relative ``data`` paths made absolute
+    against the YAML's folder, then ``overrides`` merged in (e.g. ``{"data": {"cohort": ...}}``)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        data = read_yaml(path)
+        section = data.get("data")
+        if isinstance(section, dict):
+            for key in RUN_PATH_KEYS:
+                value = section.get(key)
+                if isinstance(value, str) and value and not Path(value).is_absolute():
+                    section[key] = str((Path(path).parent / value).resolve())
+    return deep_merge(data, overrides or {})
+
+
 def build_config(model: type[M], data: dict[str, Any], source: str = "config") -> M:
     """Validate ``data`` against ``model``; raise :class:`ConfigError` with one line per bad key."""
     try:

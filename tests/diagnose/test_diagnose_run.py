@@ -21,8 +21,9 @@ from vbiopsy.data.schema import DIAGNOSES
 from vbiopsy.errors import ConfigError
 from vbiopsy.train.checkpoint import load_checkpoint
 from vbiopsy.train.diagnosis_config import load_diagnosis_config
-from vbiopsy.train.diagnosis_run import (ablation_table, backbone_table, diagnose_case, evaluate_diagnosis,
-                                         gradcam_overlays, run_cross_validation)
+from vbiopsy.train.diagnosis_predict import diagnose_case
+from vbiopsy.train.diagnosis_run import (ablation_table, backbone_table, evaluate_diagnosis, gradcam_overlays,
+                                         run_cross_validation)
 
 pytestmark = pytest.mark.slow
 
@@ -191,8 +192,40 @@ def test_gradcam_overlays_and_single_case_diagnosis(first_run: Path, cohort: Pat
     assert all(p["true"] in DIAGNOSES and "peak_in_tumour" in p for p in summary["patients"])
     test_ids = json.loads((first_run / "splits.json").read_text())["test"]
     row = read_cohort(cohort).row(test_ids[0])
-    probabilities, cam, localisation = diagnose_case(row["t1c"], first_run, images={"flair": row["flair"]})
+    case = diagnose_case(row["t1c"], first_run, images={"flair": row["flair"]})
+    probabilities, cam, localisation = case.probabilities, case.gradcam, case.localisation
     assert list(probabilities) == list(DIAGNOSES) and sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
     test = pd.read_csv(first_run / "test_predictions.csv").set_index("subject_id").loc[row["subject_id"]]
     np.testing.assert_allclose(list(probabilities.values()), test.to_numpy(dtype=float), atol=1e-5)
     assert cam.shape == localisation.brain_mask.shape == (32, 36, 32) and 0 <= cam.min() and cam.max() == 1
+
+
+def test_cli_trains_evaluates_predicts_and_runs_the_ablation_for_a_diagnosis_config(cohort: Path, tmp_path: Path) -> None:
+    import yaml
+    from typer.testing import CliRunner
+
+    from vbiopsy.cli import app
+
+    config = tmp_path / "diag.yaml"
+    tiny = {**TINY, "task": "diagnosis", "data": {**TINY["data"], "cohort": str(cohort)},
+            "optim": {**TINY["optim"], "max_epochs": 1}}
+    config.write_text(yaml.safe_dump(tiny))
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", str(config), "--out", str(run)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["pooled_oof"]["n"] == 8 and "test" in metrics and (run / "gradcam" / "gradcam.png").is_file()
+    test_ids = json.loads((run / "splits.json").read_text())["test"]
+    result = CliRunner().invoke(app, ["predict", str(run), *test_ids[:2], "--out", str(tmp_path / "pred"), "--saliency"])
+    assert result.exit_code == 0, result.output
+    pred = pd.read_csv(tmp_path / "pred" / "predictions.csv", dtype={"subject_id": str}).set_index("subject_id")
+    test = pd.read_csv(run / "test_predictions.csv", dtype={"subject_id": str}).set_index("subject_id")
+    columns = [f"p_{d}" for d in DIAGNOSES]
+    np.testing.assert_allclose(pred.loc[test_ids[:2], columns], test.loc[test_ids[:2], columns], atol=1e-5)
+    assert all(Path(p).is_file() for p in pred["gradcam"])
+    result = CliRunner().invoke(app, ["predict", str(run), "nobody", "--out", str(tmp_path / "pred2")])
+    assert result.exit_code != 0 and "nobody" in result.output and not (tmp_path / "pred2").exists()
+    result = CliRunner().invoke(app, ["ablation", str(config), "--out", str(tmp_path / "abl"), "--backbones"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "abl" / "backbone_table.csv")
+    assert table["backbone"].tolist() == list(load_diagnosis_config(config).comparison.backbones)

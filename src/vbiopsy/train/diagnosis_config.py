@@ -1,6 +1,6 @@
 """Configuration of the Virtual Biopsy Adaptive-Diagnoser runs: one pydantic model per section, unknown keys refused.
 
-``DiagnosisConfig`` is what ``vbiopsy diagnose train CONFIG`` reads (``configs/diagnoser*.yaml``).
+``DiagnosisConfig`` is what ``vbiopsy train CONFIG`` (``task: diagnosis``) reads (``configs/diagnoser*.yaml``).
 Defaults are the paper's values (Virtual Biopsy §5: AdamW 5e-5 / 1e-4, cosine warm restarts
 T0 = 10, clip 2.0, dropout 0.2, label smoothing 0.05, batch 2 × accumulation 2, 250 epochs,
 stratified 5-fold patient-level CV, the augmentation probabilities of "Data Augmentation");
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vbiopsy.config import build_config, deep_merge, read_yaml
+from vbiopsy.config import build_config, read_run_yaml
 from vbiopsy.localize.config import LocalizerConfig
 
 PriorSource = Literal["none", "coarse", "refined", "seg"]
@@ -165,15 +165,7 @@ class DiagnosisConfig(_Section):
 
 def load_diagnosis_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> DiagnosisConfig:
     """A :class:`DiagnosisConfig` from YAML (relative ``data`` paths relative to the file) plus ``overrides``."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        data = read_yaml(path)
-        section = data.get("data")
-        for key in ("cohort", "clinical", "splits"):
-            value = section.get(key) if isinstance(section, dict) else None
-            if isinstance(value, str) and value and not Path(value).is_absolute():
-                section[key] = str((Path(path).parent / value).resolve())  # type: ignore[index]
-    return build_config(DiagnosisConfig, deep_merge(data, overrides or {}), str(path or "options"))
+    return build_config(DiagnosisConfig, read_run_yaml(path, overrides), str(path or "options"))
 
 
 def with_changes(config: DiagnosisConfig, **sections: dict[str, Any]) -> DiagnosisConfig:

@@ -62,9 +62,14 @@ def build_model(config: DiagnosisConfig) -> torch.nn.Module:
     from vbiopsy.models.diagnoser import AdaptiveDiagnoser
 
     m = config.model
+    options = dict(m.backbone_options)
+    if m.backbone == "vit":  # its position embedding fixes the input size: default to the working grid
+        options.setdefault("img_size", list(config.data.working_shape))
+    if m.backbone == "efficient3d":  # MONAI's static "same" padding is computed for this size
+        options.setdefault("image_size", max(config.data.working_shape))
     return AdaptiveDiagnoser(m.backbone, in_channels=1, n_classes=len(DIAGNOSES), mca=m.mca,
                              input_prior=m.input_prior, reduction=m.reduction, dropout=m.dropout,
-                             backbone_options=dict(m.backbone_options) or None)
+                             backbone_options=options or None)
 
 
 def early_stopping_split(config: DiagnosisConfig, cohort: DiagnosisCohort, train_ids: list[str],
@@ -233,6 +238,20 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, str]:
     return {k: f"{100 * mean[k]:.1f} ± {100 * (0 if np.isnan(sd[k]) else sd[k]):.1f}" for k in SUMMARY_KEYS}
 
 
+def check_runs_at_working_shape(config: DiagnosisConfig) -> None:
+    """Build the configured model and run a batch of two zero volumes on the working grid through it, so a
+    backbone that cannot take that size fails here with a :class:`ConfigError` naming it, not mid-training."""
+    model = build_model(config)
+    shape = (2, 1, *config.data.working_shape)
+    prior = None if config.model.prior == "none" else torch.ones(shape)
+    try:
+        with torch.no_grad():
+            model.train()(torch.zeros(shape), prior)
+    except (RuntimeError, ValueError, InputError) as err:
+        raise ConfigError(f"backbone {config.model.backbone!r} cannot run on the working grid "
+                          f"{list(config.data.working_shape)}: {str(err).splitlines()[0]}") from None
+
+
 def _variant_table(config: DiagnosisConfig, out: Path, variants: dict[str, dict[str, Any]], label: str,
                    cache_dir: Path | None) -> pd.DataFrame:
     """Cross-validate each variant (model-section changes) on the same split and sample cache; one row each."""
@@ -242,6 +261,7 @@ def _variant_table(config: DiagnosisConfig, out: Path, variants: dict[str, dict[
         row = {label: name, **{k: v for k, v in changes.items() if k != "backbone_options"}}
         try:
             variant = with_changes(config, model=changes, data={"splits": splits})
+            check_runs_at_working_shape(variant)
             run_dir = run_cross_validation(variant, root / name.replace("+", "_"), cache_dir=cache_dir or root / "samples")
         except ConfigError as err:  # e.g. a backbone whose optional package is missing: reported, not fatal
             rows.append({**row, "error": str(err)})
@@ -345,33 +365,8 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
     return write_text_atomic(out / "gradcam.json", json.dumps(summary, indent=1) + "\n")
 
 
-def diagnose_case(t1c_path: str | Path, model_dir: str | Path, *,
-                  images: dict[str, str | Path] | None = None) -> tuple[dict[str, float], np.ndarray, Any]:
-    """Diagnose one scan with a trained run's fold ensemble.
-
-    Args:
-        t1c_path: the T1c NIfTI (skull-stripped, as the MRI-Processor writes it).
-        model_dir: a finished ``vbiopsy diagnose train`` run folder.
-        images: other modalities the run's localiser needs (default config: ``{"flair": path}``).
-
-    Returns:
-        (class → probability (fold-ensemble mean), Grad-CAM of the predicted class on the scan's grid
-        (X, Y, Z in [0, 1]), the :class:`~vbiopsy.localize.LocalizationResult`).
-    """
-    from vbiopsy.train.diagnosis_data import localize_scan, paste_to_scan, sample_from_localization
-
-    config, models = load_fold_models(model_dir)
-    paths: dict[str, str | Path | None] = {"image": t1c_path, **(images or {})}
-    image, localisation = localize_scan(paths, config.data, Path(t1c_path).name)
-    sample = sample_from_localization(image, localisation, config.data, subject_id=Path(t1c_path).name)
-    dataset = DiagnosisDataset([sample], prior=config.model.prior)
-    prob = ensemble_probabilities([predict_probabilities(m, dataset) for m in models])[0]
-    cam = case_gradcam(models, sample, config.model.prior, int(np.argmax(prob)))
-    return {d: float(p) for d, p in zip(DIAGNOSES, prob)}, paste_to_scan(cam, sample.record), localisation
-
-
 def train_diagnoser(config: DiagnosisConfig, out: str | Path, *, evaluate: bool = True) -> Path:
-    """What ``vbiopsy diagnose train`` does: cross-validate with a progress bar, evaluate, Grad-CAM; print paths."""
+    """What ``vbiopsy train`` does for ``task: diagnosis``: cross-validate with a progress bar, evaluate, Grad-CAM; print paths."""
     from vbiopsy.commands import progress_bar, say
 
     out = Path(out)

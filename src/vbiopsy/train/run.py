@@ -6,13 +6,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vbiopsy.config import build_config, deep_merge, read_yaml
+from vbiopsy.config import build_config, read_run_yaml
 from vbiopsy.errors import InputError
 from vbiopsy.train.config import TrainConfig
+from vbiopsy.train.diagnosis_config import DiagnosisConfig
 from vbiopsy.train.profile_config import ProfileConfig
 
-AnyConfig = TrainConfig | ProfileConfig
-PATH_KEYS = ("cohort", "clinical", "splits")
+AnyConfig = TrainConfig | ProfileConfig | DiagnosisConfig
+CONFIG_CLASSES: dict[str, type[ProfileConfig] | type[DiagnosisConfig]] = {"profile": ProfileConfig,
+                                                                          "diagnosis": DiagnosisConfig}
+"""``task`` → config class for the MGMT-Net and Adaptive-Diagnoser tasks; every other task is ASLNet's."""
 
 
 def bundled_config(name: str) -> Path:
@@ -26,22 +29,13 @@ def bundled_config(name: str) -> Path:
 
 
 def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> AnyConfig:
-    """A :class:`TrainConfig` (ASLNet tasks) or :class:`ProfileConfig` (``task: profile``, MGMT-Net) from YAML (relative data paths are relative to the YAML's folder) plus
-    nested ``overrides`` (e.g. ``{"data": {"cohort": ...}}`` from the command line)."""
-    data: dict[str, Any] = {}
-    source = "options"
-    if path is not None:
-        path = Path(path)
-        data = read_yaml(path)
-        source = str(path)
-        section = data.get("data")
-        if isinstance(section, dict):
-            for key in PATH_KEYS:
-                value = section.get(key)
-                if isinstance(value, str) and value and not Path(value).is_absolute():
-                    section[key] = str((path.parent / value).resolve())
-    data = deep_merge(data, overrides or {})
-    return build_config(ProfileConfig if data.get("task") == "profile" else TrainConfig, data, source)
+    """The config of any task from YAML (relative data paths are relative to the YAML's folder) plus nested
+    ``overrides`` (e.g. ``{"data": {"cohort": ...}}`` from the command line): :class:`ProfileConfig` for
+    ``task: profile`` (MGMT-Net), :class:`DiagnosisConfig` for ``task: diagnosis`` (Adaptive-Diagnoser),
+    :class:`TrainConfig` otherwise (ASLNet grade / survival)."""
+    data = read_run_yaml(path, overrides)
+    model = CONFIG_CLASSES.get(data.get("task"), TrainConfig)  # type: ignore[arg-type]
+    return build_config(model, data, str(path) if path is not None else "options")  # type: ignore[return-value]
 
 
 def train(config: AnyConfig, out: Path, *, evaluate: bool = True) -> Path:
@@ -50,6 +44,10 @@ def train(config: AnyConfig, out: Path, *, evaluate: bool = True) -> Path:
     from vbiopsy.train.cross_validation import run_cross_validation
     from vbiopsy.train.profile_run import run_profile
 
+    if isinstance(config, DiagnosisConfig):
+        from vbiopsy.train.diagnosis_run import train_diagnoser
+
+        return train_diagnoser(config, out, evaluate=evaluate)
     if out.exists() and (out / "run.json").exists():
         raise InputError(out, "already holds a finished run; choose another --out or delete it")
     started = time.perf_counter()
@@ -73,7 +71,13 @@ def evaluate_run(run_dir: Path) -> Path:
     from vbiopsy.train.profile_evaluation import evaluate_profile
 
     config = load_run_config(run_dir)
-    metrics_path = evaluate_profile(config, run_dir) if isinstance(config, ProfileConfig) else evaluate(config, run_dir)
+    if isinstance(config, DiagnosisConfig):
+        from vbiopsy.train.diagnosis_run import evaluate_diagnosis
+
+        evaluate_diagnosis(run_dir)
+        metrics_path = run_dir / "metrics.json"
+    else:
+        metrics_path = evaluate_profile(config, run_dir) if isinstance(config, ProfileConfig) else evaluate(config, run_dir)
     print(f"metrics: {metrics_path}")
     return metrics_path
 

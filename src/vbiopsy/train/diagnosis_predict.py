@@ -1,0 +1,106 @@
+"""Diagnose new scans with a trained Adaptive-Diagnoser run (``vbiopsy predict RUN SUBJECT...``).
+
+Each scan goes the way a test patient went in training: Tumor-Localizer on the scan's own grid
+(T1c plus the localiser's other modalities), working-grid sample, fold-ensemble probabilities (mean
+over the fold models), Grad-CAM of the predicted class (mean over the fold models) pasted back onto
+the scan grid. No label is read. An empty tumour prior falls back to the whole brain and the warning
+is kept in the output (CSV column ``warnings``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from vbiopsy.atomic import ensure_writable_dir, write_with_atomic
+from vbiopsy.data.schema import DIAGNOSES
+from vbiopsy.errors import InputError
+from vbiopsy.train.diagnosis_config import DiagnosisConfig
+
+
+@dataclass(frozen=True, eq=False)
+class CaseDiagnosis:
+    """One scan's diagnosis: ``probabilities`` (class → fold-ensemble mean), ``gradcam`` of the predicted class
+    on the scan grid (X, Y, Z, in [0, 1]), the scan ``affine`` (4×4, RAS mm), the ``localisation`` result and
+    the sample ``record`` (box, localiser summary, ``warnings`` such as an empty prior)."""
+
+    probabilities: dict[str, float]
+    gradcam: np.ndarray
+    affine: np.ndarray
+    localisation: Any
+    record: dict[str, Any]
+
+    @property
+    def predicted(self) -> str:
+        """The most probable class."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
+
+
+def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
+                  images: dict[str, str | Path] | None = None, subject_id: str = "") -> CaseDiagnosis:
+    """Diagnose one scan with a finished run's fold ensemble.
+
+    Args:
+        t1c_path: the T1c NIfTI (skull-stripped, as the MRI-Processor writes it).
+        run_dir: a finished diagnosis run folder (``vbiopsy train`` with a ``task: diagnosis`` config).
+        images: other modalities the run's localiser needs (default config: ``{"flair": path}``), same grid.
+        subject_id: name used in messages and the record (default: the file name).
+    """
+    from vbiopsy.tasks.diagnose import ensemble_probabilities, predict_probabilities
+    from vbiopsy.train.diagnosis_data import (DiagnosisDataset, localize_scan, paste_to_scan,
+                                              sample_from_localization)
+    from vbiopsy.train.diagnosis_run import case_gradcam, load_fold_models
+
+    config, models = load_fold_models(run_dir)
+    name = subject_id or Path(t1c_path).name
+    paths: dict[str, str | Path | None] = {"image": t1c_path, **(images or {})}
+    image, localisation = localize_scan(paths, config.data, name)
+    sample = sample_from_localization(image, localisation, config.data, subject_id=name)
+    dataset = DiagnosisDataset([sample], prior=config.model.prior)
+    prob = ensemble_probabilities([predict_probabilities(m, dataset) for m in models])[0]
+    cam = case_gradcam(models, sample, config.model.prior, int(np.argmax(prob)))
+    return CaseDiagnosis({d: float(p) for d, p in zip(DIAGNOSES, prob)}, paste_to_scan(cam, sample.record),
+                         image.affine, localisation, sample.record)
+
+
+def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence[str], out: Path, *,
+                      cohort: Path | None = None, saliency: bool = True) -> Path:
+    """Write ``predictions.csv`` (probabilities, predicted class, warnings) and, with ``saliency``,
+    ``<id>_gradcam.nii.gz`` on each scan's grid for ``subjects`` of ``cohort`` (default: the run's);
+    every subject is checked before anything is written. Returns the CSV path."""
+    from vbiopsy.data.layouts import read_cohort
+    from vbiopsy.data.nifti import save_volume
+
+    d = config.data
+    manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
+    known = set(manifest.subjects)
+    unknown = [s for s in subjects if s not in known]
+    if unknown:
+        raise InputError(manifest.source, f"no subject {unknown[0]!r} in the cohort ({len(unknown)} unknown)")
+    needed = list(dict.fromkeys([d.modality, *d.localizer.modalities]))
+    inputs = []
+    for sid in subjects:
+        row = manifest.row(sid)
+        absent = [m for m in needed if not row.get(m)]
+        if absent:
+            raise InputError(f"subject {sid}", f"no {', '.join(absent)} image (the run needs {', '.join(needed)})")
+        inputs.append((sid, row[d.modality], {m: row[m] for m in needed if m != d.modality}))
+    results = [(sid, diagnose_case(image, run_dir, images=others, subject_id=sid)) for sid, image, others in inputs]
+    folder = ensure_writable_dir(out)
+    rows = []
+    for sid, case in results:
+        record = {"subject_id": sid, **{f"p_{k}": round(v, 6) for k, v in case.probabilities.items()},
+                  "predicted": case.predicted, "warnings": "; ".join(case.record.get("warnings", []))}
+        if saliency:
+            path = save_volume(case.gradcam.astype(np.float32), case.affine, folder / f"{sid}_gradcam.nii.gz")
+            record["gradcam"] = str(path)
+        rows.append(record)
+        for warning in case.record.get("warnings", []):
+            print(f"warning: subject {sid}: {warning}")
+    frame = pd.DataFrame(rows)
+    return write_with_atomic(folder / "predictions.csv", lambda tmp: frame.to_csv(tmp, index=False))
