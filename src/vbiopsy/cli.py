@@ -178,12 +178,25 @@ def evaluate(
 
 @app.command()
 @user_errors
+def report(
+    run_dirs: list[Path] = typer.Argument(..., help="Evaluated run folders (and `vbiopsy ablation` output folders)."),
+    out: Path = typer.Option(Path("report.html"), "--out", "-o", help="HTML file to write (one self-contained file)."),
+) -> None:
+    """Cohort report: ROC, calibration, decision curves, confusion matrices, survival, segmentation, provenance."""
+    from vbiopsy.report.cohort_report import build_cohort_report
+
+    print(f"report: {build_cohort_report(run_dirs, out)}")
+
+
+@app.command()
+@user_errors
 def predict(
     run_dir: Path = typer.Argument(..., help="A finished training run folder."),
     subjects: list[str] = typer.Argument(..., help="Subject IDs to predict."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for predictions.csv (and saliency maps)."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort holding the subjects (default: the run's)."),
     saliency: bool = typer.Option(False, "--saliency", help="Write an IG saliency NIfTI per subject (scan grid)."),
+    report: bool = typer.Option(False, "--report", help="Also write <id>_report.html per subject (slices, viewer)."),
 ) -> None:
     """Predict with a run's fold ensemble; the OOF-fitted decision rule is applied."""
     from vbiopsy.train.predict import predict_subjects
@@ -197,12 +210,18 @@ def predict(
     if isinstance(config, DiagnosisConfig):
         from vbiopsy.train.diagnosis_predict import predict_diagnosis
 
-        path = predict_diagnosis(config, run_dir, subjects, out, cohort=cohort, saliency=saliency)
+        path = predict_diagnosis(config, run_dir, subjects, out, cohort=cohort, saliency=saliency or report)
+        if report:
+            from vbiopsy.report.patient_hooks import diagnosis_reports
+
+            diagnosis_reports(config, run_dir, path, cohort)
     elif isinstance(config, ProfileConfig):
-        path = predict_profile(config, run_dir, subjects, out, cohort=cohort)
+        path = predict_profile(config, run_dir, subjects, out, cohort=cohort, report=report)
     else:
-        path = predict_subjects(config, run_dir, subjects, out, cohort=cohort, saliency=saliency)
+        path = predict_subjects(config, run_dir, subjects, out, cohort=cohort, saliency=saliency, report=report)
     print(f"predictions: {path}")
+    if report:
+        print(f"reports: {out / '<subject>_report.html'}")
 
 
 @app.command()

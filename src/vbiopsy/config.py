@@ -39,14 +39,28 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise InputError(path, f"not valid YAML{where}") from None
+        raise InputError(path, f"not valid YAML{_yaml_problem(err)}") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file (not UTF-8)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise InputError(path, f"expected a mapping of keys to values, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """`` at line L column C (problem; while parsing X started at line K)`` from a PyYAML error:
+    the line YAML stops at is often one after the typo, so the construct it was in is named too."""
+    mark = getattr(err, "problem_mark", None)
+    if mark is None:
+        return ""
+    details = [str(getattr(err, "problem", "") or "").strip()]
+    context, start = getattr(err, "context", None), getattr(err, "context_mark", None)
+    if context and start is not None:
+        details.append(f"{context} started at line {start.line + 1}")
+    detail = "; ".join(d for d in details if d)
+    return f" at line {mark.line + 1} column {mark.column + 1}" + (f" ({detail})" if detail else "")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

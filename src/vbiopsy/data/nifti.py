@@ -8,8 +8,12 @@ naming the file.
 
 from __future__ import annotations
 
+import contextlib
+import gzip
+import logging
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nibabel as nib
@@ -19,14 +23,23 @@ from vbiopsy.atomic import atomic_path
 from vbiopsy.errors import InputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+NIFTI1_HEADER_BYTES, NIFTI2_HEADER_BYTES = 348, 540
+GZIP_MAGIC = b"\x1f\x8b"
+SPACING_RANGE_MM = (0.01, 50.0)
+"""Voxel sizes accepted on any axis, in mm: from microscopy-grade MRI to the thickest clinical slices."""
 
 
 @dataclass(frozen=True)
 class Grid:
-    """The voxel grid of a volume in canonical RAS: ``shape`` (voxels) and ``affine`` (4×4, mm)."""
+    """The voxel grid of a volume in canonical RAS: ``shape`` (voxels) and ``affine`` (4×4, mm).
+
+    ``stored_axes`` is the orientation the file was written in (e.g. ``"LAS"``), when known: it
+    explains a mismatch caused by a flipped header.
+    """
 
     shape: tuple[int, int, int]
     affine: np.ndarray
+    stored_axes: str | None = field(default=None, compare=False)
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -39,7 +52,9 @@ class Grid:
             return f"shape {other.shape} != {self.shape}"
         diff = float(np.max(np.abs(self.affine - other.affine)))
         if diff > atol_mm:
-            return f"affine differs by up to {diff:.3g} mm (tolerance {atol_mm:g})"
+            flipped = self.stored_axes and other.stored_axes and self.stored_axes != other.stored_axes
+            why = f"; stored orientation {other.stored_axes} vs {self.stored_axes}" if flipped else ""
+            return f"affine differs by up to {diff:.3g} mm (tolerance {atol_mm:g}){why}"
         return None
 
 
@@ -60,16 +75,99 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def _open(path: Path) -> nib.Nifti1Image:
+@contextlib.contextmanager
+def _quiet_nibabel() -> Iterator[None]:
+    """Silence nibabel's header-fix messages ("pixdim[1,2,3] should be non-zero; setting 0 dims to 1"),
+    printed on stderr beside our one error line. (nibabel's ``LoggingOutputSuppressor`` drops the
+    handler for good and the message still reaches stderr through logging's last-resort handler.)"""
+    logger = nib.imageglobals.logger
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _open(path: Path) -> tuple[nib.Nifti1Image, tuple[int, int, int]]:
+    """Load the header of ``path`` and validate it: readable, 3-D, a usable voxel-to-world geometry.
+
+    Returns the image (voxels not read yet) and its spatial shape in file order.
+    """
     if not path.exists():
         raise InputError(path, "file not found")
     if not path.is_file():
         raise InputError(path, "not a file")
     try:
-        img = nib.load(str(path))
+        with _quiet_nibabel():
+            img = nib.load(str(path))
     except (nib.filebasedimages.ImageFileError, OSError, EOFError, zlib.error, ValueError) as err:
+        raise InputError(path, f"not a readable NIfTI image ({_why_unreadable(path, err)})") from None
+    shape = _spatial_shape(path, img.shape)
+    _check_geometry(path, img)
+    return img, shape  # type: ignore[return-value]
+
+
+def _why_unreadable(path: Path, err: BaseException) -> str:
+    """Say in plain words why nibabel could not open ``path`` (its own messages, e.g. "Cannot work out
+    file type", do not tell an empty file from a text file or a download cut short)."""
+    if path.stat().st_size == 0:
+        return "the file is empty, 0 bytes"
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(2)
+        if path.name.lower().endswith(".gz"):
+            if magic != GZIP_MAGIC:
+                return "named .gz but not gzip-compressed"
+            with gzip.open(path) as handle:
+                head = handle.read(NIFTI2_HEADER_BYTES)
+        else:
+            with path.open("rb") as handle:
+                head = handle.read(NIFTI2_HEADER_BYTES)
+    except EOFError:
+        return "the gzip stream is cut short: truncated file"
+    except (OSError, zlib.error) as gz_err:
+        return f"corrupt gzip stream: {_short(gz_err)}"
+    if len(head) < NIFTI1_HEADER_BYTES:
+        return f"truncated header: {len(head)} of {NIFTI1_HEADER_BYTES} bytes"
+    sizes = {int.from_bytes(head[:4], order) for order in ("little", "big")}
+    if not sizes & {NIFTI1_HEADER_BYTES, NIFTI2_HEADER_BYTES}:
+        return "no NIfTI-1/2 header at the start of the file"
+    return _short(err)
+
+
+def _written_pixdim(path: Path, img: nib.Nifti1Image) -> np.ndarray:
+    """The spatial voxel sizes (``pixdim[1:4]``) as written: nibabel silently replaces zeros by 1 and
+    negative values by their absolute value when it loads a header."""
+    try:
+        with nib.openers.ImageOpener(str(path)) as handle:
+            raw = type(img.header).from_fileobj(handle, check=False)
+    except (OSError, EOFError, zlib.error, ValueError, nib.spatialimages.HeaderDataError) as err:
         raise InputError(path, f"not a readable NIfTI image ({_short(err)})") from None
-    return img  # type: ignore[return-value]
+    return np.asarray(raw["pixdim"][1:4], dtype=np.float64)
+
+
+def _mm(values: np.ndarray) -> str:
+    return "(" + ", ".join(f"{float(v):g}" for v in values) + ")"
+
+
+def _check_geometry(path: Path, img: nib.Nifti1Image) -> None:
+    """Refuse headers whose voxel size or affine no scanner writes (zero/negative/absurd spacing,
+    non-finite or singular affine): they would be reoriented and resampled into nonsense."""
+    pixdim = _written_pixdim(path, img)
+    if not np.all(np.isfinite(pixdim) & (pixdim > 0)):
+        raise InputError(path, f"header voxel size (pixdim) {_mm(pixdim)} mm is not positive; "
+                               "NIfTI voxel sizes must be positive numbers")
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise InputError(path, "affine (voxel-to-world matrix) has NaN or infinite entries")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if spacing.min() == 0 or abs(np.linalg.det(affine[:3, :3])) < 1e-6 * float(np.prod(spacing)):
+        raise InputError(path, f"affine (voxel-to-world matrix) is singular: voxel axes collapse or are parallel "
+                               f"(voxel size {_mm(spacing)} mm)")
+    if spacing.min() < SPACING_RANGE_MM[0] or spacing.max() > SPACING_RANGE_MM[1]:
+        raise InputError(path, f"voxel size {_mm(spacing)} mm is implausible for MRI (expected "
+                               f"{SPACING_RANGE_MM[0]:g} to {SPACING_RANGE_MM[1]:g} mm per axis)")
 
 
 def _short(err: BaseException) -> str:
@@ -93,19 +191,17 @@ def _spatial_shape(path: Path, shape: tuple[int, ...]) -> tuple[int, int, int]:
 def read_grid(path: str | Path) -> Grid:
     """Read only the header and return the canonical-RAS grid (no voxel data is loaded)."""
     path = Path(path)
-    img = _open(path)
-    shape = _spatial_shape(path, img.shape)
+    img, shape = _open(path)
     affine = img.affine
     ornt = nib.orientations.io_orientation(affine)
     canon_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     canon_shape = tuple(int(shape[int(ax)]) for ax in np.argsort(ornt[:, 0]))
-    return Grid(canon_shape, canon_affine)  # type: ignore[arg-type]
+    return Grid(canon_shape, canon_affine, "".join(nib.aff2axcodes(affine)))  # type: ignore[arg-type]
 
 
 def _validated_data(path: Path, dtype: type | np.dtype, allow_empty: bool) -> tuple[nib.Nifti1Image, np.ndarray]:
     """Open ``path`` and return the image and its voxels in file order, validated (see load_volume)."""
-    img = _open(path)
-    _spatial_shape(path, img.shape)
+    img, _ = _open(path)
     try:
         data = np.asanyarray(img.dataobj)
     except (OSError, EOFError, zlib.error, ValueError) as err:
@@ -156,7 +252,8 @@ def load_volume(
         allow_empty: accept an all-zero volume (e.g. a segmentation without tumour).
 
     Raises:
-        InputError: missing/unreadable/truncated file, not 3-D, NaN/Inf voxels, all-zero volume.
+        InputError: missing/unreadable/truncated file, not 3-D, zero/negative/absurd voxel size or a
+            singular affine, NaN/Inf voxels, all-zero volume.
     """
     path = Path(path)
     img, data = _validated_data(path, dtype, allow_empty)

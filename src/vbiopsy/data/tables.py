@@ -8,6 +8,7 @@ the one a text editor shows (header = line 1).
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +50,17 @@ def read_csv_table(path: str | Path) -> pd.DataFrame:
         frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise InputError(path, f"cannot be read as a table ({str(err).splitlines()[0][:160]})") from None
-    if frame.columns.duplicated().any():
-        dup = sorted(set(frame.columns[frame.columns.duplicated()]))
-        raise InputError(path, f"duplicate column names {dup}")
+    header = _header(path, sep)
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise InputError(path, f"duplicate column names {duplicated}")
     return frame
+
+
+def _header(path: Path, sep: str) -> list[str]:
+    """The header row as written (pandas renames a repeated ``age`` to ``age.1``, hiding the repeat)."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        return [name.strip() for name in next(csv.reader(handle, delimiter=sep, skipinitialspace=True), [])]
 
 
 def _find_id_column(path: Path, columns: Iterable[str], id_column: str | None) -> str:

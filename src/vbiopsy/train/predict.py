@@ -42,8 +42,9 @@ def decision(config: TrainConfig, output: np.ndarray, rule: dict) -> str:
 
 
 def predict_subjects(config: TrainConfig, run_dir: Path, subjects: Sequence[str], out: Path, *,
-                     cohort: Path | None = None, saliency: bool = False) -> Path:
-    """Write ``predictions.csv`` (and saliency maps) for ``subjects`` into ``out``; return the CSV path."""
+                     cohort: Path | None = None, saliency: bool = False, report: bool = False) -> Path:
+    """Write ``predictions.csv`` (and saliency maps) for ``subjects`` into ``out``; return the CSV path.
+    With ``report``, also ``<id>_report.html`` per subject (:mod:`vbiopsy.report.patient_hooks`; implies saliency)."""
     manifest = read_cohort(cohort or config.data.cohort, layout=config.data.layout, clinical=config.data.clinical)
     known = set(manifest.subjects)
     unknown = [s for s in subjects if s not in known]
@@ -71,13 +72,18 @@ def predict_subjects(config: TrainConfig, run_dir: Path, subjects: Sequence[str]
             calibrated = calibrate(output[None] if config.task == "grade" else output, rule["temperature"]).reshape(-1)
             record.update({f"calibrated_{c}": float(v) for c, v in zip(output_columns(config), calibrated)})
         record |= {"decision": decision(config, output, rule), "rule": rule["rule"]}
-        if saliency and config.task != "survival_cox":
+        scan = None
+        if (saliency or report) and config.task != "survival_cox":
             from vbiopsy.explain import save_saliency
 
             target = predicted_target(config, output if config.task == "grade" else output[0], rule.get("threshold"))
-            path = save_saliency(saliency_volume(ensemble, cube, image, tabular, target, config),
-                                 folder / f"{sid}_saliency.nii.gz")
-            record["saliency"] = str(path)
+            scan = saliency_volume(ensemble, cube, image, tabular, target, config)
+            record["saliency"] = str(save_saliency(scan, folder / f"{sid}_saliency.nii.gz"))
+        if report:
+            from vbiopsy.report.patient_hooks import aslnet_report
+
+            aslnet_report(config, run_dir, ensemble, row, image, tabular, output, record,
+                          None if scan is None else scan.array, folder)
         rows.append(record)
     frame = pd.DataFrame(rows)
     return write_with_atomic(folder / "predictions.csv",

@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 
 
 def predict_profile(config: ProfileConfig, run_dir: Path, subjects: Sequence[str], out: Path, *,
-                    cohort: Path | None = None) -> Path:
-    """Write segmentations and ``predictions.csv`` for ``subjects`` into ``out``; return the CSV path."""
+                    cohort: Path | None = None, report: bool = False) -> Path:
+    """Write segmentations and ``predictions.csv`` for ``subjects`` into ``out``; return the CSV path.
+    With ``report``, also ``<id>_report.html`` per subject (:mod:`vbiopsy.report.patient_hooks`)."""
     d = config.data
     manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
     known = set(manifest.subjects)
@@ -59,6 +60,11 @@ def predict_profile(config: ProfileConfig, run_dir: Path, subjects: Sequence[str
                      for name, values in (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)))},
                   "missing_modalities": ";".join(missing)}
         record.update({f"cmaf_{m}": s for m, s in zip(d.modalities, pred.modality_share)})
+        if report:
+            from vbiopsy.report.patient_hooks import profile_report
+
+            images = {m: manifest.row(case.subject_id).get(m) for m in d.modalities}
+            profile_report(config, run_dir, ensemble, case, pred, labels, images, record, folder)
         rows.append(record)
     frame = pd.DataFrame(rows)
     return write_with_atomic(folder / "predictions.csv",
