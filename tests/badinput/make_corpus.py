@@ -37,8 +37,6 @@ OUT = "{tmp}/out"
 
 XFAIL_TRAIN_OUTPUT = ("train/cross_validation.py run_cross_validation creates --out and writes config.yaml "
                       "before prepare_cohort validates cohort and splits, so a refused run leaves output behind")
-XFAIL_USAGE = ("typer usage errors (option out of range) print a usage banner and a multi-line rich box, "
-               "not one 'error:' line; fix in cli.py")
 XFAIL_PREPROCESS_PATIENT = ("bad images are found per patient inside the run: it exits 1 after writing "
                             "OUT/<subject>/log.txt, OUT/run_summary.json (preprocess/runner.py) and "
                             "OUT/preprocess_config.yaml; commands.preprocess_cohort should run "
@@ -256,7 +254,7 @@ def make_pipeline_cases() -> None:
     case("train_config_missing", {}, ["train", "{case}/absent.yaml", "--out", OUT], 2,
          r"^error: .*absent\.yaml: config file not found")
     case("train_max_epochs_zero", train_case(), ["train", "{case}/config.yaml", "--out", OUT, "--max-epochs", "0"], 2,
-         r"^error: .*max-epochs.*0", xfail=XFAIL_USAGE)
+         r"^error: .*max-epochs.*0")
     case("train_cohort_path_missing", train_case(TRAIN_YAML.replace("cohort/manifest.csv", "absent/manifest.csv")),
          train, 2, r"^error: .*absent.manifest\.csv: cohort not found", xfail=XFAIL_TRAIN_OUTPUT)
     case("train_cohort_duplicate_ids", train_case(rows=[f"s0,img/t1c.nii.gz,img/flair.nii.gz,img/seg.nii.gz,50,F,{g}" for g in (2, 4)]), train, 2,
@@ -292,7 +290,7 @@ def make_pipeline_cases() -> None:
          2, r"^error: .*ph\.yaml: not a text file")
     case("phantoms_out_not_empty", {}, [*ph, "--patients", "1"], 2, r"^error: .*out: output folder is not empty",
          seed_out={"notes.txt": "mine\n"})
-    case("phantoms_jobs_zero", {}, [*ph[:2], "--jobs", "0"], 2, r"^error: .*jobs.*0", xfail=XFAIL_USAGE)
+    case("phantoms_jobs_zero", {}, [*ph[:2], "--jobs", "0"], 2, r"^error: .*jobs.*0")
 
 
 def main() -> None:
