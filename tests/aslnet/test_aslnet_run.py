@@ -237,3 +237,17 @@ def test_bf16_autocast_trains_where_supported(cohort: tuple[Path, dict], tmp_pat
     train(config, tmp_path / "run", "--no-evaluate")
     assert json.loads((tmp_path / "run" / "fold_0" / "fit.json").read_text())["precision"] == "bf16-mixed"
     assert np.isfinite(pd.read_csv(tmp_path / "run" / "oof_predictions.csv")["p_event"]).all()
+
+
+def test_a_test_set_with_one_class_reports_the_auc_as_undefined_instead_of_failing() -> None:
+    from vbiopsy.train.evaluation import binary_or_multiclass, summary_markdown
+    from vbiopsy.train.run import bundled_config, load_train_config
+
+    config = load_train_config(bundled_config("aslnet-grade-demo.yaml"))
+    y = np.array([2, 2, 2, 2])
+    prob = np.array([[0.1, 0.2, 0.7], [0.3, 0.3, 0.4], [0.2, 0.1, 0.7], [0.5, 0.2, 0.3]])
+    block = binary_or_multiclass(config, y, prob, {"class_scaling": [1.0, 1.0, 1.0]}, seed=0)
+    assert block["auc"]["auc"] is None and "only class [2]" in block["auc"]["undefined"]
+    assert block["at_argmax"]["accuracy"] == 0.75  # 3 of 4 argmax to grade IV; the other metrics are still computed
+    text = summary_markdown({"task": "grade", "test": block, "note": "n"})
+    assert "AUC undefined (only class [2]" in text

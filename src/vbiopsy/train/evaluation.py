@@ -48,9 +48,14 @@ def binary_or_multiclass(config: TrainConfig, y: np.ndarray, prob: np.ndarray, r
     from vbiopsy.evaluate import auc, calibration, classification, decision
 
     out: dict[str, Any] = {"n": int(len(y))}
-    auc_y, auc_prob, average = present_class_scores(y, prob, output_columns(config))
-    out["auc"] = auc.bootstrap_auc(auc_y, auc_prob, n_resamples=N_RESAMPLES, seed=seed).to_dict()
-    out["auc"]["average"] = average
+    if len(np.unique(y)) < 2:  # e.g. a small test set with one grade only: reported, not a crash
+        out["auc"] = {"auc": None, "low": None, "high": None, "average": None,
+                      "undefined": f"only class {np.unique(y).tolist()} among these {len(y)} patients; "
+                                   "an AUC needs two classes"}
+    else:
+        auc_y, auc_prob, average = present_class_scores(y, prob, output_columns(config))
+        out["auc"] = auc.bootstrap_auc(auc_y, auc_prob, n_resamples=N_RESAMPLES, seed=seed).to_dict()
+        out["auc"]["average"] = average
     if config.task == "grade":
         scaling = rule.get("class_scaling")
         out["at_tuned_rule"] = classification.classification_metrics(y, prob, class_scaling=scaling)
@@ -147,6 +152,8 @@ def compare_baseline(config: TrainConfig, path: Path, ids: list[str], y: np.ndar
 
         diff = paired_concordance_difference(y[:, 0], y[:, 1], model_out, base_out, n_resamples=N_RESAMPLES, seed=seed)
         return base_metrics, _jsonable(diff)
+    if len(np.unique(y)) < 2:
+        return base_metrics, {"undefined": "one class only among the test patients; no AUC difference"}
     auc_y, model_scores, _ = present_class_scores(y.astype(int), model_out)
     _, base_scores, _ = present_class_scores(y.astype(int), base_out)
     difference = paired_bootstrap_difference(auc_y, model_scores, base_scores, n_resamples=N_RESAMPLES, seed=seed)
@@ -162,6 +169,9 @@ def summary_markdown(metrics: dict[str, Any]) -> str:
             continue
         if "auc" in block:
             a = block["auc"]
+            if a.get("auc") is None:
+                lines.append(f"- {part}: AUC undefined ({a.get('undefined')})")
+                continue
             lines.append(f"- {part}: AUC ({a.get('average')}) {a['auc']:.3f} "
                          f"[{a['low']:.3f}, {a['high']:.3f}] on {block['n']} patients")
         if "c_index" in block:
