@@ -216,13 +216,17 @@ def test_cli_trains_evaluates_predicts_and_runs_the_ablation_for_a_diagnosis_con
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["pooled_oof"]["n"] == 8 and "test" in metrics and (run / "gradcam" / "gradcam.png").is_file()
     test_ids = json.loads((run / "splits.json").read_text())["test"]
-    result = CliRunner().invoke(app, ["predict", str(run), *test_ids[:2], "--out", str(tmp_path / "pred"), "--saliency"])
+    result = CliRunner().invoke(app, ["predict", str(run), *test_ids[:2], "--out", str(tmp_path / "pred"), "--report"])
     assert result.exit_code == 0, result.output
     pred = pd.read_csv(tmp_path / "pred" / "predictions.csv", dtype={"subject_id": str}).set_index("subject_id")
     test = pd.read_csv(run / "test_predictions.csv", dtype={"subject_id": str}).set_index("subject_id")
     columns = [f"p_{d}" for d in DIAGNOSES]
     np.testing.assert_allclose(pred.loc[test_ids[:2], columns], test.loc[test_ids[:2], columns], atol=1e-5)
-    assert all(Path(p).is_file() for p in pred["gradcam"])
+    assert all(Path(p).is_file() for p in [*pred["gradcam"], *pred["prior"]])
+    folds = [pred[[f"p_{d}_fold{k}" for d in DIAGNOSES]].to_numpy() for k in range(2)]
+    np.testing.assert_allclose(np.mean(folds, axis=0), pred[columns].to_numpy(), atol=2e-6)  # the mean of 2 folds
+    html = (tmp_path / "pred" / f"{test_ids[0]}_report.html").read_text()
+    assert "research" in html.lower() and f"{test_ids[0]}_prior.nii.gz" in html
     result = CliRunner().invoke(app, ["predict", str(run), "nobody", "--out", str(tmp_path / "pred2")])
     assert result.exit_code != 0 and "nobody" in result.output and not (tmp_path / "pred2").exists()
     result = CliRunner().invoke(app, ["ablation", str(config), "--out", str(tmp_path / "abl"), "--backbones"])

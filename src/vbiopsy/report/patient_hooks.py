@@ -108,8 +108,7 @@ def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, predict
 def diagnosis_reports(config: Any, run_dir: Path, predictions: Path, cohort: Path | None) -> list[Path]:
     """Patient reports of an Adaptive-Diagnoser ``predictions.csv`` (probabilities, Grad-CAM NIfTI beside it).
 
-    ``predict_diagnosis`` keeps neither the per-fold probabilities nor the localiser prior, so these
-    reports show the ensemble probabilities without spread and no prior (the notes say so).
+    Fold spread from the ``p_<class>_fold<k>`` columns, the localiser prior from ``<id>_prior.nii.gz``.
     """
     import pandas as pd
 
@@ -126,15 +125,20 @@ def diagnosis_reports(config: Any, run_dir: Path, predictions: Path, cohort: Pat
         present, missing = _modalities(row)
         gradcam = record.get("gradcam")
         saliency = load_volume(gradcam, allow_empty=True).array if gradcam else None
+        prior_path = record.get("prior")
+        prior = load_volume(prior_path, allow_empty=True).array if prior_path else None
         images, notes = load_patient_images({m: row.get(m) for m in present}, d.modality, saliency=saliency,
-                                            sources={"saliency": "Grad-CAM of the predicted class, fold-ensemble mean"})
-        notes.append("Fold spread and the localiser prior are not kept by the diagnosis predictor: not shown.")
+                                            prior=prior,
+                                            sources={"saliency": "Grad-CAM of the predicted class, fold-ensemble mean",
+                                                     "prior": "Tumor-Localizer refined prior (input to the attention)"})
         if record.get("warnings"):
             notes.append(f"Warnings: {record['warnings']}")
-        outputs = tuple(Output(name, float(record[f"p_{name}"])) for name in DIAGNOSES)
+        folds = sorted({int(k.rsplit("_fold", 1)[1]) for k in record if "_fold" in k})
+        outputs = tuple(Output(name, float(record[f"p_{name}"]),
+                               tuple(float(record[f"p_{name}_fold{k}"]) for k in folds)) for name in DIAGNOSES)
         findings = PatientFindings(str(record["subject_id"]), "Adaptive-Diagnoser (tumour type)", str(run_dir),
                                    outputs, f"most probable tumour type: {record['predicted']}", "argmax",
                                    present, missing, tuple(notes))
-        files = [Path(gradcam).name] if gradcam else []
+        files = [Path(f).name for f in (gradcam, prior_path) if f]
         written.append(write_patient_report(findings, images, predictions.parent, files + ["predictions.csv"]))
     return written

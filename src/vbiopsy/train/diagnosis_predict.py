@@ -26,14 +26,16 @@ from vbiopsy.train.diagnosis_config import DiagnosisConfig
 @dataclass(frozen=True, eq=False)
 class CaseDiagnosis:
     """One scan's diagnosis: ``probabilities`` (class → fold-ensemble mean), ``gradcam`` of the predicted class
-    on the scan grid (X, Y, Z, in [0, 1]), the scan ``affine`` (4×4, RAS mm), the ``localisation`` result and
-    the sample ``record`` (box, localiser summary, ``warnings`` such as an empty prior)."""
+    on the scan grid (X, Y, Z, in [0, 1]), the scan ``affine`` (4×4, RAS mm), the ``localisation`` result,
+    the sample ``record`` (box, localiser summary, ``warnings`` such as an empty prior) and
+    ``fold_probabilities`` (n_folds, n_classes): each fold model's output, whose spread the report shows."""
 
     probabilities: dict[str, float]
     gradcam: np.ndarray
     affine: np.ndarray
     localisation: Any
     record: dict[str, Any]
+    fold_probabilities: np.ndarray
 
     @property
     def predicted(self) -> str:
@@ -62,17 +64,19 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
     image, localisation = localize_scan(paths, config.data, name)
     sample = sample_from_localization(image, localisation, config.data, subject_id=name)
     dataset = DiagnosisDataset([sample], prior=config.model.prior)
-    prob = ensemble_probabilities([predict_probabilities(m, dataset) for m in models])[0]
+    per_fold = [predict_probabilities(m, dataset) for m in models]
+    prob = ensemble_probabilities(per_fold)[0]
     cam = case_gradcam(models, sample, config.model.prior, int(np.argmax(prob)))
     return CaseDiagnosis({d: float(p) for d, p in zip(DIAGNOSES, prob)}, paste_to_scan(cam, sample.record),
-                         image.affine, localisation, sample.record)
+                         image.affine, localisation, sample.record, np.stack([f[0] for f in per_fold]))
 
 
 def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence[str], out: Path, *,
                       cohort: Path | None = None, saliency: bool = True) -> Path:
-    """Write ``predictions.csv`` (probabilities, predicted class, warnings) and, with ``saliency``,
-    ``<id>_gradcam.nii.gz`` on each scan's grid for ``subjects`` of ``cohort`` (default: the run's);
-    every subject is checked before anything is written. Returns the CSV path."""
+    """Write ``predictions.csv`` (probabilities, each fold model's as ``p_<class>_fold<k>``, predicted class,
+    warnings) and ``<id>_prior.nii.gz`` (the localiser's refined prior used by the attention) and, with
+    ``saliency``, ``<id>_gradcam.nii.gz`` — both on each scan's grid — for ``subjects`` of ``cohort``
+    (default: the run's); every subject is checked before anything is written. Returns the CSV path."""
     from vbiopsy.data.layouts import read_cohort
     from vbiopsy.data.nifti import save_volume
 
@@ -96,6 +100,10 @@ def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence
     for sid, case in results:
         record = {"subject_id": sid, **{f"p_{k}": round(v, 6) for k, v in case.probabilities.items()},
                   "predicted": case.predicted, "warnings": "; ".join(case.record.get("warnings", []))}
+        record |= {f"p_{name}_fold{k}": round(float(p), 6) for k, fold in enumerate(case.fold_probabilities)
+                   for name, p in zip(DIAGNOSES, fold)}
+        prior = case.localisation.refined_prior.astype(np.float32)
+        record["prior"] = str(save_volume(prior, case.affine, folder / f"{sid}_prior.nii.gz"))
         if saliency:
             path = save_volume(case.gradcam.astype(np.float32), case.affine, folder / f"{sid}_gradcam.nii.gz")
             record["gradcam"] = str(path)
