@@ -77,3 +77,21 @@ def write_with_atomic(final: str | Path, writer: Callable[[Path], None]) -> Path
     with atomic_path(final) as tmp:
         writer(tmp)
     return Path(final)
+
+
+@contextlib.contextmanager
+def removed_if_refused(path: str | Path) -> Iterator[Path]:
+    """Create the folder ``path`` (if needed) for the block; if the block raises and the folder did not exist
+    before, remove it again, so input refused while a run is being set up leaves nothing behind."""
+    import shutil
+
+    path = Path(path)
+    existed = path.exists()
+    folder = ensure_writable_dir(path)
+    try:
+        yield folder
+    except BaseException:
+        if not existed:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+

@@ -122,16 +122,18 @@ def _main(
 @user_errors
 def demo(
     out: Path = typer.Option(Path("vbiopsy-demo"), "--out", "-o", help="Folder for everything the demo writes."),
-    n_patients: Optional[int] = typer.Option(None, "--patients", "-n", help="Phantom patients (default 40)."),
+    n_patients: Optional[int] = typer.Option(None, "--patients", "-n", help="Phantom patients (default 80; 40 with --quick)."),
     seed: Optional[int] = typer.Option(None, "--seed"),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes (default 2)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Demo config YAML."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller, faster variant (fewer patients, epochs, folds)."),
 ) -> None:
-    """Run the embedded default end to end: phantom cohort → check → summary → splits."""
+    """From nothing to reports: phantom cohort → check → preprocessing → ASLNet, MGMT-Net and
+    Adaptive-Diagnoser demo trainings → cohort report and two patient reports."""
     from vbiopsy.config import DemoConfig, load_config
     from vbiopsy.demo import run_demo
 
-    cfg = load_config(DemoConfig, config, n_patients=n_patients, seed=seed, jobs=jobs)
+    cfg = load_config(DemoConfig, config, n_patients=n_patients, seed=seed, jobs=jobs, quick=quick or None)
     run_demo(cfg, out)
 
 
@@ -196,17 +198,28 @@ def train(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Processes for cutting the ROI cubes."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override optim.seed."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate on the test set at the end."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out (same config): finished "
+                                                        "folds kept, the interrupted one from its last epoch."),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--nondeterministic",
+                                                 help="Override optim.deterministic: seed every RNG and use "
+                                                      "deterministic algorithms (on by default)."),
+    devices: Optional[int] = typer.Option(None, "--devices", min=1,
+                                          help="Override optim.devices: DDP processes per fit (ASLNet tasks; "
+                                               "the batch size stays the effective batch)."),
+    nodes: Optional[int] = typer.Option(None, "--nodes", min=1,
+                                        help="Override optim.nodes: machines of a multi-node DDP run (SLURM/torchrun)."),
 ) -> None:
     """Cross-validate a model (one per fold), fit post-hoc rules on OOF, then evaluate on the test set."""
+    from vbiopsy.train.resume import train_command
     from vbiopsy.train.run import load_train_config
-    from vbiopsy.train.run import train as run_train
 
     data = {k: str(v.absolute()) for k, v in (("cohort", cohort), ("splits", splits)) if v is not None}
     if jobs is not None:
         data["jobs"] = jobs
-    optim = {k: v for k, v in (("max_epochs", max_epochs), ("seed", seed)) if v is not None}
+    optim = {k: v for k, v in (("max_epochs", max_epochs), ("seed", seed), ("deterministic", deterministic),
+                               ("devices", devices), ("nodes", nodes)) if v is not None}
     overrides = {k: v for k, v in (("data", data), ("optim", optim)) if v}
-    run_train(load_train_config(config, overrides), out, evaluate=evaluate)
+    train_command(load_train_config(config, overrides), out, evaluate=evaluate, resume=resume)
 
 
 @app.command()
@@ -230,6 +243,20 @@ def report(
     from vbiopsy.report.cohort_report import build_cohort_report
 
     print(f"report: {build_cohort_report(run_dirs, out)}")
+
+
+@app.command("export")
+@user_errors
+def export_models(
+    run_dir: Path = typer.Argument(..., help="A finished ASLNet training run folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the exported models and export.json."),
+    fmt: str = typer.Option("both", "--format", help="onnx, torchscript or both."),
+) -> None:
+    """Export each fold model and the fold ensemble to ONNX / TorchScript, with a parity check against PyTorch
+    (max |diff| <= 1e-4, written to export.json; the command fails above it) and the preprocessing metadata."""
+    from vbiopsy.train.export import export_formats, export_run
+
+    print(f"export: {export_run(run_dir, out, formats=export_formats(fmt))}")
 
 
 @app.command()

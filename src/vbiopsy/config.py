@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from vbiopsy.atomic import write_text_atomic
 from vbiopsy.errors import ConfigError, InputError
@@ -114,23 +114,80 @@ def save_config(config: BaseModel, path: str | Path) -> Path:
     return write_text_atomic(path, text)
 
 
+QUICK_DEMO: dict[str, Any] = {
+    "n_patients": 40, "spacing_mm": 3.0, "n4_iterations": (20, 20), "n_folds": 3,
+    "aslnet_epochs": 3, "aslnet_folds": 2, "mgmtnet_epochs": 2,
+    "diagnoser_epochs": 3, "diagnoser_folds": 2,
+}
+"""What ``vbiopsy demo --quick`` (``quick: true``) changes: fewer, coarser phantoms, lighter N4, fewer
+epochs and folds. Keys given explicitly (YAML or command line) win over these."""
+
+
 class DemoConfig(BaseModel):
-    """What ``vbiopsy demo`` runs: a phantom cohort, its check, summary and patient-level splits."""
+    """What ``vbiopsy demo`` runs: a phantom cohort → check, summary, splits → MRI-Processor preprocessing →
+    the demo configs of ASLNet, MGMT-Net and the Adaptive-Diagnoser → cohort report and two patient reports.
+
+    ``quick: true`` fills every field not given with :data:`QUICK_DEMO` (the README's first command);
+    both variants run the same code. Sizes are validated here; whether a generated cohort has enough
+    patients per class for a system's split is checked after generation (that system is then skipped,
+    with the reason printed).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    n_patients: int = Field(40, ge=4, le=2000, description="phantom patients to generate")
-    seed: int = Field(0, description="seed of the cohort and the splits")
-    spacing_mm: float = Field(2.0, ge=1.0, le=8.0, description="isotropic voxel size of the cohort")
+    quick: bool = Field(False, description="the quick preset: unset fields take the QUICK_DEMO values")
+    n_patients: int = Field(80, ge=4, le=2000, description="phantom patients to generate")
+    seed: int = Field(0, ge=0, description="seed of the cohort, the splits and the trainings")
+    spacing_mm: float = Field(2.0, ge=1.0, le=8.0, description="isotropic voxel size of the cohort (mm)")
+    glioma_fraction: float = Field(0.6, ge=0.1, le=1.0, description="share of gliomas (what ASLNet and MGMT-Net "
+                                   "train on); the rest is split equally among lymphoma, germinoma and other")
     jobs: int = Field(2, ge=1, le=64, description="worker processes")
-    split_label: str = Field("grade", description="manifest column the splits are stratified on")
-    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    n_folds: int = Field(5, ge=2, le=20)
+    split_label: str = Field("grade", min_length=1, description="manifest column the cohort splits are stratified on")
+    test_fraction: float = Field(0.2, gt=0.0, le=0.5, description="held-out test share of the cohort splits and of "
+                                 "every run (> 0: the patient reports are of held-out test patients)")
+    n_folds: int = Field(5, ge=2, le=20, description="cross-validation folds of the cohort splits")
     rare_classes: Literal["error", "train"] = Field(
         "train", description="classes too rare for a stratified test set: refuse, or keep in training")
-    aslnet: bool = Field(True, description="train the ASLNet 12-month survival demo config on the cohort")
-    aslnet_epochs: int = Field(8, ge=1, le=200, description="maximum epochs of the demo ASLNet training")
+    n4_iterations: tuple[int, ...] | None = Field(None, description="N4 bias-correction iterations per fitting "
+                                                  "level of the preprocessing; None: the preset's default")
+    aslnet: bool = Field(True, description="train the ASLNet 12-month survival demo config on the gliomas")
+    aslnet_epochs: int = Field(30, ge=1, le=200, description="maximum epochs of the demo ASLNet training")
     aslnet_folds: int = Field(3, ge=2, le=10, description="cross-validation folds of the demo ASLNet training")
-    mgmtnet: bool = Field(True, description="train the MGMT-Net demo config (segmentation + markers) on the cohort")
+    mgmtnet: bool = Field(True, description="train the MGMT-Net demo config (segmentation + markers) on the gliomas")
     mgmtnet_epochs: int = Field(10, ge=1, le=500, description="maximum epochs of the demo MGMT-Net training")
     mgmtnet_folds: int = Field(2, ge=2, le=10, description="cross-validation folds of the demo MGMT-Net training")
+    diagnoser: bool = Field(True, description="train the Adaptive-Diagnoser demo config (tumour type) on all patients")
+    diagnoser_epochs: int = Field(30, ge=1, le=500, description="maximum epochs of the demo Adaptive-Diagnoser")
+    diagnoser_folds: int = Field(3, ge=2, le=10, description="cross-validation folds of the demo Adaptive-Diagnoser")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _quick_preset(cls, data: Any) -> Any:
+        """With ``quick`` true, fill the fields not given with :data:`QUICK_DEMO`."""
+        if not isinstance(data, dict) or "quick" not in data:
+            return data
+        try:
+            quick = TypeAdapter(bool).validate_python(data["quick"])
+        except ValidationError:
+            return data  # the field's own validation names the bad value
+        return {**QUICK_DEMO, **data} if quick else data
+
+    @field_validator("n4_iterations")
+    @classmethod
+    def _check_n4(cls, value: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        """Checked by the preprocessing's own model, so the rule lives once."""
+        from vbiopsy.preprocess.config import BiasFieldConfig
+
+        if value is not None:
+            try:
+                BiasFieldConfig(iterations=value)
+            except ValidationError as err:
+                raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return value
+
+    @property
+    def diagnosis_mix(self) -> dict[str, float]:
+        """Tumour-type probabilities of the phantom cohort (``PhantomConfig.diagnosis_mix``)."""
+        other = (1.0 - self.glioma_fraction) / 3.0
+        return {"glioma": self.glioma_fraction, "lymphoma": other, "germinoma": other,
+                "other": 1.0 - self.glioma_fraction - 2.0 * other}

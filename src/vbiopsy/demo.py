@@ -1,14 +1,20 @@
 """``vbiopsy demo``: the embedded default, end to end, on a freshly generated phantom cohort.
 
-Steps: generate a phantom cohort (UCSF-PDGM layout) → read it as any user cohort → integrity
-check → cohort summary (JSON, Markdown, terminal tables) → a modality montage of one patient →
-patient-level splits. Later pipeline stages extend this list.
+Steps, each announced and timed (progress bars for the long ones): generate a phantom cohort (UCSF-PDGM
+layout, all four tumour types) → read it as any user cohort, integrity check, cohort summary (JSON,
+Markdown, terminal tables), a modality montage of one patient, patient-level splits → MRI-Processor
+preprocessing → the demo configs of ASLNet, MGMT-Net and the Adaptive-Diagnoser (trained, evaluated,
+explained; :mod:`vbiopsy.demo_steps`) → a cohort report of the runs and two patient reports of held-out
+test patients. ``DemoConfig(quick=True)`` (``vbiopsy demo --quick``) runs the same steps smaller.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,9 @@ from vbiopsy.atomic import write_text_atomic
 from vbiopsy.commands import check_and_summarise, generate_phantoms, prepare_output_dir, say
 from vbiopsy.config import DemoConfig, save_config
 from vbiopsy.errors import VbiopsyError
+
+RUN_FOLDERS = {"aslnet": "aslnet-survival", "mgmtnet": "mgmtnet", "diagnoser": "diagnoser"}
+"""Demo system → its run folder under the demo's output folder."""
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -51,69 +60,41 @@ def _montage(manifest_row: dict[str, Any], modalities: tuple[str, ...], out: Pat
     return modality_montage(images, seg, out, title=f"{manifest_row['subject_id']} (axial, RAS)")
 
 
-ASLNET_MIN_PATIENTS = 30
-"""Below this, a 12-month survival split has too few deaths for a test set and 3 folds."""
+@dataclass
+class StepClock:
+    """Wall time of each demo step (seconds), printed and written to ``timings.json`` at the end."""
+
+    started: float = field(default_factory=time.perf_counter)
+    steps: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def step(self, name: str, total: int) -> Iterator[None]:
+        """Time one step; announce it as ``[k/total] name``."""
+        say(f"[{len(self.steps) + 1}/{total}] {name}")
+        begun = time.perf_counter()
+        yield
+        self.steps[name] = round(time.perf_counter() - begun, 1)
+
+    @property
+    def total(self) -> float:
+        """Seconds since the clock started."""
+        return round(time.perf_counter() - self.started, 1)
 
 
-def _train_aslnet(config: DemoConfig, cohort: Path, run_dir: Path) -> Path:
-    """ASLNet 12-month survival (FiLM with age/sex/EOR) on the demo cohort, evaluated and explained."""
-    from vbiopsy.train.run import bundled_config, load_train_config, train
-
-    overrides = {"data": {"cohort": str(cohort.absolute()), "folds": config.aslnet_folds, "split_seed": config.seed},
-                 "optim": {"max_epochs": config.aslnet_epochs, "seed": config.seed}, "explain": {"max_patients": 3}}
-    train_config = load_train_config(bundled_config("aslnet-survival-demo.yaml"), overrides)
-    train(train_config, run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    model, base = metrics["test"]["auc"], metrics["baseline_test"]["auc"]
-    say(f"ASLNet 12-month survival on {metrics['test']['n']} test phantoms: AUC {model['auc']:.2f} "
-        f"[{model['low']:.2f}, {model['high']:.2f}]; clinical-only baseline {base['auc']:.2f} "
-        f"(a demo-sized cohort: see benchmarks/bench_aslnet.py for real figures)")
-    return run_dir
-
-
-MGMTNET_MIN_PATIENTS = 8
-"""Below this, two folds plus a test set leave too few patients to train a segmentation."""
-
-
-def _train_mgmtnet(config: DemoConfig, cohort: Path, run_dir: Path) -> Path:
-    """MGMT-Net (sub-region segmentation + IDH/1p19q/TERT) on the demo cohort, evaluated."""
-    from vbiopsy.train.run import bundled_config, load_train_config, train
-
-    overrides = {"data": {"cohort": str(cohort.absolute()), "folds": config.mgmtnet_folds, "split_seed": config.seed,
-                          "jobs": config.jobs},
-                 "optim": {"max_epochs": config.mgmtnet_epochs, "seed": config.seed}}
-    train(load_train_config(bundled_config("mgmtnet-demo.yaml"), overrides), run_dir)
-    metrics = json.loads((run_dir / "metrics.json").read_text())["test"]
-    wt = metrics["segmentation"]["regions"]["WT"]["dice"]
-    idh = metrics["markers"]["idh"]
-    idh_text = (f"IDH AUC {idh['auc']['auc']:.2f} on {idh['n']} gliomas" if "auc" in idh
-                else f"IDH AUC undefined ({idh.get('reason')})")
-    say(f"MGMT-Net on {metrics['segmentation']['n_cases']} test phantoms: whole-tumour Dice {wt['mean']:.2f}; "
-        f"{idh_text} (a demo-sized run: see benchmarks/bench_mgmtnet.py for real figures)")
-    return run_dir
-
-
-def run_demo(config: DemoConfig, out: Path) -> dict[str, Path]:
-    """Run the demo into ``out`` and return the paths it wrote; prints them and the total time."""
+def _cohort_outputs(config: DemoConfig, out: Path) -> dict[str, Path]:
+    """Check, summary (JSON + Markdown), manifest, montage and cohort splits of the generated cohort."""
     from vbiopsy.commands import split_cohort
     from vbiopsy.data.layouts import read_cohort
-    from vbiopsy.data.phantoms import PhantomConfig
-    from vbiopsy.data.summary import summarise
 
-    start = time.perf_counter()
-    out = prepare_output_dir(out, overwrite=True, marker="demo_config.yaml")
-    paths: dict[str, Path] = {"config": save_config(config, out / "demo_config.yaml")}
-    phantom_cfg = PhantomConfig(n_patients=config.n_patients, seed=config.seed, spacing_mm=config.spacing_mm)
-    cohort = generate_phantoms(phantom_cfg, out / "cohort", jobs=config.jobs)
-    paths["cohort"] = cohort.root
+    paths: dict[str, Path] = {}
     summary_json = out / "cohort_summary.json"
-    result = check_and_summarise(cohort.root, jobs=config.jobs, summary_json=summary_json)
+    result = check_and_summarise(out / "cohort", jobs=config.jobs, summary_json=summary_json)
     if not result.ok:
         raise VbiopsyError(f"the generated cohort failed its check ({len(result.problems)} problems); this is a bug")
-    summary = json.loads(summary_json.read_text())
     paths["summary_json"] = summary_json
-    paths["summary_md"] = write_text_atomic(out / "cohort_summary.md", summary_markdown(summary))
-    manifest = read_cohort(cohort.root)
+    paths["summary_md"] = write_text_atomic(out / "cohort_summary.md",
+                                            summary_markdown(json.loads(summary_json.read_text())))
+    manifest = read_cohort(out / "cohort")
     paths["manifest"] = manifest.to_csv(out / "manifest.csv")
     first = manifest.row(manifest.subjects[0])
     paths["montage"] = _montage(first, manifest.modalities, out / f"montage_{first['subject_id']}.png")
@@ -121,17 +102,44 @@ def run_demo(config: DemoConfig, out: Path) -> dict[str, Path]:
     split_cohort(out / "manifest.csv", paths["splits"], label=config.split_label,
                  test_fraction=config.test_fraction, n_folds=config.n_folds, seed=config.seed,
                  rare_classes=config.rare_classes)
-    if config.aslnet and config.n_patients >= ASLNET_MIN_PATIENTS:
-        paths["aslnet_run"] = _train_aslnet(config, cohort.root, out / "aslnet-survival")
-    elif config.aslnet:
-        say(f"ASLNet demo training skipped: it needs at least {ASLNET_MIN_PATIENTS} patients "
-            f"(got {config.n_patients}) for a stratified test set and 3 folds")
-    if config.mgmtnet and config.n_patients >= MGMTNET_MIN_PATIENTS:
-        paths["mgmtnet_run"] = _train_mgmtnet(config, cohort.root, out / "mgmtnet")
-    elif config.mgmtnet:
-        say(f"MGMT-Net demo training skipped: it needs at least {MGMTNET_MIN_PATIENTS} patients (got {config.n_patients})")
-    elapsed = time.perf_counter() - start
-    say(f"demo finished in {elapsed:.1f} s")
+    return paths
+
+
+def run_demo(config: DemoConfig, out: Path) -> dict[str, Path]:
+    """Run the demo into ``out`` (replacing an earlier demo there) and return the paths it wrote; prints
+    them (``name: path`` on stdout), the step times and the total time."""
+    from vbiopsy.data.phantoms import PhantomConfig
+    from vbiopsy.demo_steps import preprocess_demo_cohort, train_aslnet, train_diagnoser, train_mgmtnet, write_reports
+
+    clock = StepClock()
+    out = prepare_output_dir(out.absolute(), overwrite=True, marker="demo_config.yaml")
+    paths: dict[str, Path] = {"config": save_config(config, out / "demo_config.yaml")}
+    trainers = {"aslnet": (config.aslnet, train_aslnet, "training ASLNet (12-month survival, gliomas)"),
+                "mgmtnet": (config.mgmtnet, train_mgmtnet, "training MGMT-Net (segmentation + markers, gliomas)"),
+                "diagnoser": (config.diagnoser, train_diagnoser, "training the Adaptive-Diagnoser (tumour type)")}
+    n_steps = 4 + sum(enabled for enabled, _, _ in trainers.values())
+    with clock.step("phantom cohort", n_steps):
+        phantom_cfg = PhantomConfig(n_patients=config.n_patients, seed=config.seed, spacing_mm=config.spacing_mm,
+                                    diagnosis_mix=config.diagnosis_mix)
+        paths["cohort"] = generate_phantoms(phantom_cfg, out / "cohort", jobs=config.jobs).root
+    with clock.step("check, summary, montage, splits", n_steps):
+        paths |= _cohort_outputs(config, out)
+    with clock.step("preprocessing (MRI-Processor)", n_steps):
+        cohort = preprocess_demo_cohort(config, paths["cohort"], out / "preprocessed")
+        paths["preprocessed"] = cohort.everyone
+    runs: dict[str, Path] = {}
+    for name, (enabled, trainer, title) in trainers.items():
+        if enabled:
+            with clock.step(title, n_steps):
+                run = trainer(config, cohort, out / RUN_FOLDERS[name])
+            if run is not None:
+                runs[name] = paths[f"{name}_run"] = run
+    with clock.step("cohort report and patient reports", n_steps):
+        paths |= write_reports(runs, out / "reports")
+    timings = {"steps_s": clock.steps, "total_s": clock.total, "quick": config.quick}
+    paths["timings"] = write_text_atomic(out / "timings.json", json.dumps(timings, indent=1) + "\n")
+    say("step times: " + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in clock.steps.items()))
+    say(f"demo finished in {clock.total:.1f} s")
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

@@ -35,8 +35,6 @@ from badinput_files import (  # noqa: E402  (run as a script from any folder)
 CASES = Path(__file__).resolve().parent / "cases"
 OUT = "{tmp}/out"
 
-XFAIL_TRAIN_OUTPUT = ("train/cross_validation.py run_cross_validation creates --out and writes config.yaml "
-                      "before prepare_cohort validates cohort and splits, so a refused run leaves output behind")
 XFAIL_PREPROCESS_PATIENT = ("bad images are found per patient inside the run: it exits 1 after writing "
                             "OUT/<subject>/log.txt, OUT/run_summary.json (preprocess/runner.py) and "
                             "OUT/preprocess_config.yaml; commands.preprocess_cohort should run "
@@ -256,17 +254,17 @@ def make_pipeline_cases() -> None:
     case("train_max_epochs_zero", train_case(), ["train", "{case}/config.yaml", "--out", OUT, "--max-epochs", "0"], 2,
          r"^error: .*max-epochs.*0")
     case("train_cohort_path_missing", train_case(TRAIN_YAML.replace("cohort/manifest.csv", "absent/manifest.csv")),
-         train, 2, r"^error: .*absent.manifest\.csv: cohort not found", xfail=XFAIL_TRAIN_OUTPUT)
+         train, 2, r"^error: .*absent.manifest\.csv: cohort not found")
     case("train_cohort_duplicate_ids", train_case(rows=[f"s0,img/t1c.nii.gz,img/flair.nii.gz,img/seg.nii.gz,50,F,{g}" for g in (2, 4)]), train, 2,
-         r"^error: .*manifest\.csv line 3: duplicate subject ID 's0'", xfail=XFAIL_TRAIN_OUTPUT)
+         r"^error: .*manifest\.csv line 3: duplicate subject ID 's0'")
     with_splits = ["train", "{case}/config.yaml", "--out", OUT, "--max-epochs", "1", "--splits", "{case}/splits.json"]
     leak = good_splits(test=["s00", "s03", "s06", "s01"])
     case("splits_patient_in_train_and_test", train_case(splits=leak), with_splits, 2,
-         r"^error: .*splits\.json: subject 's01' is in both test .* and fold 0 train", xfail=XFAIL_TRAIN_OUTPUT)
+         r"^error: .*splits\.json: subject 's01' is in both test .* and fold 0 train")
     case("splits_unknown_subject", train_case(splits=good_splits(test=["s00", "s03", "s06", "ghost"])), with_splits, 2,
-         r"^error: .*splits\.json: .*subject 'ghost' .*not in the cohort", xfail=XFAIL_TRAIN_OUTPUT)
+         r"^error: .*splits\.json: .*subject 'ghost' .*not in the cohort")
     case("splits_not_json", train_case(splits='{"test": ["s00",], "folds": []}'), with_splits, 2,
-         r"^error: .*splits\.json: not valid JSON \(line 1", xfail=XFAIL_TRAIN_OUTPUT)
+         r"^error: .*splits\.json: not valid JSON \(line 1")
 
     case("predict_not_a_run", {"run/notes.txt": "empty\n"}, ["predict", "{case}/run", "s00", "--out", OUT], 2,
          r"^error: .*run: not a finished training run \(no run\.json\)")

@@ -7,6 +7,11 @@ preprocessing, tabular encoding) as JSON plus the toolkit version that wrote it.
 only that header and raw tensor bytes, and refuses — with the file and the key named — a file that
 is not safetensors, has no vbiopsy metadata, was written by another major toolkit version, or
 whose metadata differs from what the caller expects.
+
+The same format holds a *training state* for resuming (:func:`save_state` / :func:`load_state`):
+optimizer, scheduler, callback and RNG states are nested Python values, so their tensors and NumPy
+arrays go to the safetensors body and the rest to a JSON tree with tagged references
+(:func:`flatten_state`) — still nothing that can execute on load.
 """
 
 from __future__ import annotations
@@ -81,18 +86,22 @@ def save_checkpoint(path: str | Path, state_dict: Mapping[str, Tensor], metadata
     return write_with_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
 
 
-def _first_difference(found: Any, expected: Any, key: str) -> tuple[str, Any, Any] | None:
-    """(dotted key, found, expected) of the first difference, recursing into mappings."""
+def first_difference(found: Any, expected: Any, key: str = "") -> tuple[str, Any, Any] | None:
+    """``(dotted key, found, expected)`` of the first difference of two JSON trees (mappings compared
+    key by key in ``expected``'s order, then keys only ``found`` has), else ``None``."""
     if isinstance(found, dict) and isinstance(expected, dict):
+        def join(sub: str) -> str:
+            return f"{key}.{sub}" if key else str(sub)
+
         for sub in expected:
             if sub not in found:
-                return f"{key}.{sub}", "<missing>", expected[sub]
-            diff = _first_difference(found[sub], expected[sub], f"{key}.{sub}")
+                return join(sub), "<missing>", expected[sub]
+            diff = first_difference(found[sub], expected[sub], join(sub))
             if diff:
                 return diff
         extra = sorted(set(found) - set(expected))
-        return (f"{key}.{extra[0]}", found[extra[0]], "<absent>") if extra else None
-    return None if found == expected else (key, found, expected)
+        return (join(extra[0]), found[extra[0]], "<absent>") if extra else None
+    return None if found == expected else (key or "(root)", found, expected)
 
 
 def _read_header(path: Path) -> dict[str, str]:
@@ -155,7 +164,7 @@ def load_checkpoint(path: str | Path, *, expect: Mapping[str, Any] | None = None
     for key, value in (expect or {}).items():
         if key not in metadata:
             raise InputError(path, f"key {key!r}: missing from the checkpoint metadata, expected {value!r}")
-        diff = _first_difference(metadata[key], _json_roundtrip(value, f"expect[{key!r}]"), key)
+        diff = first_difference(metadata[key], _json_roundtrip(value, f"expect[{key!r}]"), key)
         if diff:
             raise InputError(path, f"key {diff[0]!r}: checkpoint has {diff[1]!r}, expected {diff[2]!r}")
     try:
@@ -172,3 +181,111 @@ def checkpoint_metadata(path: str | Path) -> dict:
         raise InputError(path, "checkpoint not found")
     return _metadata(path, _read_header(path))
 
+
+
+# --- nested training state (optimizer, scheduler, RNG, callbacks) in the same pickle-free format ---
+
+_TAGS = ("__tensor__", "__ndarray__", "__tuple__", "__items__", "__float__")
+"""Keys of the one-key JSON objects that stand for values JSON cannot hold."""
+
+_WIDENED = {"uint16": "int64", "uint32": "int64"}
+"""NumPy dtypes that safetensors may not hold, stored widened (NumPy's Mersenne-Twister key is uint32)."""
+
+
+def flatten_state(state: Any) -> tuple[dict[str, Tensor], Any]:
+    """Split a nested state into ``(tensors, tree)``: every tensor / NumPy array moved to a flat
+    name → tensor mapping and replaced by a reference; the rest made JSON-exact.
+
+    Handles what optimizer, scheduler, callback and RNG states hold: mappings (any hashable JSON
+    keys), lists, tuples, tensors, NumPy arrays and scalars, ``int``, ``float`` (``inf``/``nan``
+    included, bit-exact through ``repr``), ``bool``, ``str``, ``None``.
+
+    Raises:
+        ConfigError: a value of another type (named by its path in the state).
+    """
+    import numpy as np
+
+    tensors: dict[str, Tensor] = {}
+
+    def encode(value: Any, where: str) -> Any:
+        if isinstance(value, Tensor):
+            name = f"s{len(tensors)}"
+            tensors[name] = value
+            return {"__tensor__": name}
+        if isinstance(value, np.ndarray):
+            import torch
+
+            dtype = str(value.dtype)
+            name = f"s{len(tensors)}"
+            tensors[name] = torch.from_numpy(np.ascontiguousarray(value.astype(_WIDENED.get(dtype, dtype))))
+            return {"__ndarray__": name, "dtype": dtype}
+        if isinstance(value, np.generic):
+            return encode(value.item(), where)
+        if value is None or isinstance(value, (bool, int, str)):
+            return value
+        if isinstance(value, float):
+            return value if value == value and abs(value) != float("inf") else {"__float__": repr(value)}
+        if isinstance(value, tuple):
+            return {"__tuple__": [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]}
+        if isinstance(value, list):
+            return [encode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if isinstance(value, Mapping):
+            plain = all(isinstance(k, str) for k in value) and not (len(value) == 1 and next(iter(value)) in _TAGS)
+            if plain:
+                return {k: encode(v, f"{where}.{k}") for k, v in value.items()}
+            return {"__items__": [[encode(k, f"{where} key"), encode(v, f"{where}[{k!r}]")] for k, v in value.items()]}
+        raise ConfigError(f"training state {where}: cannot store a {type(value).__name__} without pickling")
+
+    return tensors, encode(state, "state")
+
+
+def unflatten_state(tensors: Mapping[str, Tensor], tree: Any) -> Any:
+    """Inverse of :func:`flatten_state`."""
+    import numpy as np
+
+    def decode(value: Any) -> Any:
+        if isinstance(value, list):
+            return [decode(v) for v in value]
+        if not isinstance(value, dict):
+            return value
+        if "__tensor__" in value:
+            return tensors[value["__tensor__"]]
+        if "__ndarray__" in value:
+            return tensors[value["__ndarray__"]].numpy().astype(value["dtype"])
+        if "__tuple__" in value:
+            return tuple(decode(v) for v in value["__tuple__"])
+        if "__items__" in value:
+            return {_hashable(decode(k)): decode(v) for k, v in value["__items__"]}
+        if "__float__" in value:
+            return float(value["__float__"])
+        return {k: decode(v) for k, v in value.items()}
+
+    return decode(tree)
+
+
+def _hashable(key: Any) -> Any:
+    return tuple(_hashable(k) for k in key) if isinstance(key, (list, tuple)) else key
+
+
+def save_state(path: str | Path, state: Mapping[str, Any], metadata: Mapping[str, Any]) -> Path:
+    """Write a nested training ``state`` (see :func:`flatten_state`) and ``metadata`` as one
+    checkpoint (safetensors + JSON, atomically); the tree goes under the metadata key ``state``."""
+    if "state" in metadata:
+        raise ConfigError("metadata key 'state' is reserved for the training state tree")
+    tensors, tree = flatten_state(state)
+    if not tensors:
+        raise ConfigError("training state holds no tensor (expected at least the model weights)")
+    return save_checkpoint(path, tensors, {**metadata, "state": tree})
+
+
+def load_state(path: str | Path, *, expect: Mapping[str, Any] | None = None) -> tuple[Any, dict]:
+    """Read a state written by :func:`save_state` (never unpickles); ``expect`` as in
+    :func:`load_checkpoint`. Returns ``(state, metadata without the tree)``."""
+    tensors, metadata = load_checkpoint(path, expect=expect)
+    if "state" not in metadata:
+        raise InputError(path, "key 'state': missing, not a vbiopsy training-state file")
+    tree = metadata.pop("state")
+    try:
+        return unflatten_state(tensors, tree), metadata
+    except (KeyError, TypeError, ValueError) as err:
+        raise InputError(path, f"key 'state': malformed training state ({err})") from None

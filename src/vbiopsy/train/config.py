@@ -50,6 +50,8 @@ class DataSettings(_Section):
     horizon_days: float = Field(365.0, gt=0)
     roi: RoiSettings = RoiSettings()
     jobs: int = Field(1, ge=1, le=64, description="processes for extracting the ROI cubes")
+    loader_workers: int = Field(0, ge=0, le=32, description="data-loader worker processes during training "
+                                                            "(seeded; results do not depend on it)")
 
 
 class ModelSettings(_Section):
@@ -120,7 +122,13 @@ class OptimSettings(_Section):
     precision: Literal["auto", "32", "bf16-mixed"] = Field(
         "auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32")
     seed: int = Field(0, ge=0)
-    deterministic: bool = True
+    deterministic: bool = Field(True, description="seed every RNG and use deterministic algorithms "
+                                                  "(see vbiopsy.train.fit; `vbiopsy train --deterministic`)")
+    devices: int = Field(1, ge=1, le=1024, description="processes of a Lightning DDP fit (gloo on CPU, NCCL on "
+                                                       "GPUs); batch_size is the effective batch (`--devices`)")
+    nodes: int = Field(1, ge=1, le=1024, description="machines of a multi-node DDP fit (devices processes on each)")
+    checkpoint_every: int = Field(1, ge=1, le=10000, description="epochs between resumable training-state saves "
+                                                                 "(`vbiopsy train --resume`)")
 
 
 class ExplainSettings(_Section):

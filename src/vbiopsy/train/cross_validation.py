@@ -7,6 +7,10 @@ augmentation); test patients predicted from images and clinical inputs only. The
 are fitted on the OOF predictions (survival threshold by Youden J; grade class scaling by
 macro-F1) and the clinical-only baseline is fitted on the same folds. Test labels are not read
 here (see :mod:`vbiopsy.train.cohort`).
+
+Resumable (:mod:`vbiopsy.train.resume`): a fold whose ``done.json`` matches the config is skipped;
+an interrupted fold continues from its last epoch state; everything after the folds is recomputed
+from the fold files, so a resumed run's outputs equal an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -21,8 +25,9 @@ import numpy as np
 import pandas as pd
 
 from vbiopsy import __version__
-from vbiopsy.atomic import ensure_writable_dir, write_text_atomic, write_with_atomic
+from vbiopsy.atomic import ensure_writable_dir, removed_if_refused, write_text_atomic, write_with_atomic
 from vbiopsy.config import save_config
+from vbiopsy.errors import ConfigError
 from vbiopsy.models import build_aslnet
 from vbiopsy.tasks.aslnet import AslNetTask
 from vbiopsy.tasks.losses import class_weights
@@ -30,7 +35,9 @@ from vbiopsy.train.checkpoint import save_checkpoint
 from vbiopsy.train.cohort import TrainingCohort, prepare_cohort, targets_of
 from vbiopsy.train.config import TrainConfig
 from vbiopsy.train.dataset import CubeDataset
-from vbiopsy.train.fit import fit, predict, seed_everything
+from vbiopsy.train.fit import fit, global_rank, predict, seed_everything
+from vbiopsy.train.resume import (FOLD_DONE, TRAINING_STATE, EpochCheckpoints, completed_fold, config_fingerprint,
+                                  mark_fold_done)
 from vbiopsy.train.tabular import TabularEncoding
 
 CLASS_NAMES = {"grade": ["grade_2", "grade_3", "grade_4"], "survival": ["p_event"], "survival_cox": ["risk"]}
@@ -53,9 +60,11 @@ def build_model(config: TrainConfig) -> Any:
 
 
 def model_metadata(config: TrainConfig, fold: int, encoding: TabularEncoding | None, cohort: TrainingCohort) -> dict:
-    """JSON metadata stored beside each fold's weights."""
+    """JSON metadata stored beside each fold's weights (``input_shape``: one item's channels × voxels,
+    what an exported model is traced with)."""
     any_cube = next(iter(cohort.cubes.values()))
     return {"task": config.task, "fold": fold, "model": config.model.model_dump(mode="json"),
+            "input_shape": list(any_cube.channels().shape),
             "dropout": config.dropout, "classes": output_columns(config), "modality": config.data.modality,
             "roi": config.data.roi.model_dump(mode="json"), "spacing_mm": list(any_cube.spacing),
             "tabular": encoding.to_dict() if encoding is not None else None, "vbiopsy": __version__}
@@ -65,10 +74,24 @@ def _frame_csv(frame: pd.DataFrame, path: Path) -> Path:
     return write_with_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
-def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_dir: Path) -> dict[str, Any]:
-    """Train fold ``fold_index``; write its weights, history and predictions; return a summary."""
+def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_dir: Path, *,
+             resume: bool = True) -> dict[str, Any]:
+    """Train fold ``fold_index``; write its weights, history and predictions; return a summary.
+
+    With ``resume``, a fold already finished under this config is not retrained (its stored summary
+    is returned) and an interrupted one continues from its last epoch state; without, both are redone.
+    """
+    n_folds = len(cohort.splits.folds)
+    if isinstance(fold_index, bool) or not isinstance(fold_index, int) or not 0 <= fold_index < n_folds:
+        raise ConfigError(f"fold_index must be in 0..{n_folds - 1}, got {fold_index!r}")
     fold = cohort.splits.folds[fold_index]
     folder = ensure_writable_dir(run_dir / f"fold_{fold_index}")
+    fingerprint = config_fingerprint(config)
+    if resume and (done := completed_fold(folder, fingerprint)) is not None:
+        return done
+    (folder / FOLD_DONE).unlink(missing_ok=True)
+    if not resume:
+        (folder / TRAINING_STATE).unlink(missing_ok=True)
     train_ids, val_ids, test_ids = list(fold.train), list(fold.val), list(cohort.test_ids)
     y_train = targets_of(cohort.train_labels, train_ids)
     y_val = targets_of(cohort.train_labels, val_ids)
@@ -94,8 +117,13 @@ def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_d
                             augment=config.augment, seed=seed)
     val_set = CubeDataset([cubes[s] for s in val_ids], targets=y_val, tabular=tab["val"])
     started = time.perf_counter()
-    result = fit(module, train_set, val_set, config.optim, seed=seed)
+    checkpoints = EpochCheckpoints(folder / TRAINING_STATE, {"fingerprint": fingerprint, "fold": fold_index},
+                                   every=config.optim.checkpoint_every)
+    result = fit(module, train_set, val_set, config.optim, seed=seed, checkpoints=checkpoints,
+                 workers=config.data.loader_workers, devices=config.optim.devices, nodes=config.optim.nodes)
     seconds = time.perf_counter() - started
+    if global_rank() != 0:  # a DDP worker: rank 0 writes the fold (same weights on every rank)
+        return {"fold": fold_index, "rank": global_rank()}
     save_checkpoint(folder / "model.safetensors", module.model.state_dict(),
                     model_metadata(config, fold_index, encoding, cohort))
     columns = output_columns(config)
@@ -104,7 +132,9 @@ def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_d
     frame.insert(0, "fold", fold_index)
     frame.insert(0, "subject_id", val_ids)
     _frame_csv(frame, folder / "oof_predictions.csv")
+    files = ["model.safetensors", "oof_predictions.csv", "history.csv", "fit.json"]
     if test_ids:
+        files.append("test_predictions.csv")
         test = predict(module, CubeDataset([cubes[s] for s in test_ids], tabular=tab["test"]))
         test_frame = pd.DataFrame(np.asarray(test).reshape(len(test_ids), -1), columns=columns)
         test_frame.insert(0, "subject_id", test_ids)
@@ -114,6 +144,7 @@ def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_d
                "class_weight": None if weight is None else [round(float(w), 6) for w in weight], **asdict(result)}
     summary.pop("history")
     write_text_atomic(folder / "fit.json", json.dumps(summary, indent=1) + "\n")
+    mark_fold_done(folder, fingerprint, files, summary)
     return summary
 
 
@@ -185,18 +216,27 @@ def run_baseline(config: TrainConfig, cohort: TrainingCohort, run_dir: Path) -> 
     return result.save(run_dir / "baseline")
 
 
-def run_cross_validation(config: TrainConfig, out: str | Path, *, progress: Any = None) -> Path:
-    """Train every fold, then write OOF/test predictions, post-hoc rules and the baseline. Returns the run folder."""
-    run_dir = ensure_writable_dir(out)
-    save_config(config, run_dir / "config.yaml")
+def run_cross_validation(config: TrainConfig, out: str | Path, *, progress: Any = None, resume: bool = True) -> Path:
+    """Train every fold, then write OOF/test predictions, post-hoc rules and the baseline. Returns the run folder.
+
+    ``resume``: continue what a killed run of the same config left in ``out`` (see :func:`run_fold`);
+    the caller checks the folder first (:func:`vbiopsy.train.resume.check_run_folder`). Under DDP
+    (``optim.devices`` > 1) every process runs this function; ranks other than 0 train and write nothing.
+    """
+    main = global_rank() == 0  # under DDP every process runs this; only rank 0 writes
     started = time.perf_counter()
-    cohort = prepare_cohort(config, run_dir)
+    with removed_if_refused(out) as run_dir:  # a refused cohort or splits file leaves no run folder
+        if main:
+            save_config(config, run_dir / "config.yaml")
+        cohort = prepare_cohort(config, run_dir)
     n_folds = len(cohort.splits.folds)
     folds = []
     for k in range(n_folds):
-        folds.append(run_fold(config, cohort, k, run_dir))
+        folds.append(run_fold(config, cohort, k, run_dir, resume=resume))
         if progress is not None:
             progress(k + 1, n_folds)
+    if not main:
+        return run_dir
     oof, test = collect_predictions(config, cohort, run_dir)
     _frame_csv(oof, run_dir / "oof_predictions.csv")
     _frame_csv(test, run_dir / "test_predictions.csv")

@@ -378,7 +378,7 @@ def train_diagnoser(config: DiagnosisConfig, out: str | Path, *, evaluate: bool 
     say(f"trained {len(list(run_dir.glob('fold_*')))} folds in {time.perf_counter() - started:.0f} s")
     if evaluate:
         metrics = evaluate_diagnosis(run_dir)
-        say("5-fold " + ", ".join(f"{k} {v}" for k, v in summary_row(metrics).items()))
+        say(f"{config.data.folds}-fold " + ", ".join(f"{k} {v}" for k, v in summary_row(metrics).items()))
     if config.explain.enabled and config.explain.max_patients:
         print(f"grad-cam: {gradcam_overlays(run_dir)}")
     print(f"run: {run_dir}")

@@ -55,12 +55,12 @@ def train(config: AnyConfig, out: Path, *, evaluate: bool = True) -> Path:
     with progress_bar(f"training {config.task} (folds)") as update:
         run_dir = runner(config, out, progress=update)  # type: ignore[arg-type]
     say(f"trained {len(list(run_dir.glob('fold_*')))} folds in {time.perf_counter() - started:.0f} s")
+    if isinstance(config, TrainConfig):  # evaluation + explanations, shared with a resumed run
+        from vbiopsy.train.resume import finish_run
+
+        return finish_run(config, run_dir, evaluate=evaluate)
     if evaluate:
         evaluate_run(run_dir)
-    if isinstance(config, TrainConfig) and config.explain.enabled:
-        from vbiopsy.train.explain_run import explain_run
-
-        print(f"explanations: {explain_run(config, run_dir)}")
     print(f"run: {run_dir}")
     return run_dir
 
