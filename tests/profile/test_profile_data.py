@@ -160,3 +160,16 @@ def test_to_native_puts_labels_back_on_the_scan_grid(manifest) -> None:
     labels = to_native(CasePrediction(case.subject_id, prob, case.seg, np.zeros(3)), case, ProfileInference(min_component_ml=0))
     ref = load_volume(row["seg"], dtype=np.int16, allow_empty=True)
     assert labels.shape == ref.array.shape and np.array_equal(labels, to_brats2024(ref.array, "brats2021"))
+
+
+def test_validation_score_combines_or_ignores_the_marker_aucs_as_configured() -> None:
+    import pytest as _pytest
+
+    from vbiopsy.errors import ConfigError
+    from vbiopsy.tasks.profile import validation_score
+
+    assert validation_score([0.6, 0.8], [0.9, None, 0.5]) == _pytest.approx(0.5 * (0.7 + 0.7))
+    assert validation_score([0.6, 0.8], [0.9, None, 0.5], "wt_dice") == _pytest.approx(0.7)
+    assert validation_score([0.6, 0.8], [None, None]) == _pytest.approx(0.7)  # no defined AUC: Dice alone
+    with _pytest.raises(ConfigError, match="'auc'"):
+        validation_score([0.5], [], "auc")

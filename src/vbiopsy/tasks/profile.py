@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vbiopsy.errors import ConfigError
 from vbiopsy.tasks.losses import masked_marker_loss
 from vbiopsy.train.profile_config import ProfileConfig
 
@@ -49,11 +50,14 @@ def marker_auc(markers: np.ndarray, prob: np.ndarray) -> list[float | None]:
     return out
 
 
-def validation_score(wt_dice: Sequence[float], aucs: Sequence[float | None]) -> float:
-    """Mean WT Dice, averaged with the mean of the defined marker AUCs (when any)."""
+def validation_score(wt_dice: Sequence[float], aucs: Sequence[float | None], monitor: str = "combined") -> float:
+    """Mean WT Dice, averaged with the mean of the defined marker AUCs (when any) for ``monitor="combined"``;
+    the WT Dice alone for ``monitor="wt_dice"``."""
+    if monitor not in ("combined", "wt_dice"):
+        raise ConfigError(f"monitor must be 'combined' or 'wt_dice', got {monitor!r}")
     dice = float(np.mean(wt_dice)) if len(wt_dice) else 0.0
     defined = [a for a in aucs if a is not None]
-    return dice if not defined else 0.5 * (dice + float(np.mean(defined)))
+    return dice if monitor == "wt_dice" or not defined else 0.5 * (dice + float(np.mean(defined)))
 
 
 class ProfileTask(L.LightningModule):
@@ -122,7 +126,7 @@ class ProfileTask(L.LightningModule):
             probs.append(pred.markers)
         markers = np.stack([c.markers for c in self.val_cases])
         aucs = marker_auc(markers, np.stack(probs))
-        score = validation_score(dice, aucs)
+        score = validation_score(dice, aucs, self.config.optim.monitor)
         self.log(MONITOR, score)
         row = {MONITOR: round(score, 6), "val_wt_dice": round(float(np.mean(dice)), 6)}
         for name, auc in zip(self.config.data.markers, aucs):

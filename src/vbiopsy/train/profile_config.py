@@ -117,6 +117,10 @@ class ProfileOptim(_Section):
     weight_decay: float = Field(1e-5, ge=0, le=1)
     warmup_epochs: int = Field(0, ge=0)
     validate_every: int = Field(5, ge=1)
+    monitor: Literal["combined", "wt_dice"] = Field(
+        "combined", description="what picks the best validation: WT Dice averaged with the mean defined marker "
+                                "AUC (combined), or WT Dice alone (wt_dice: when the validation patients are too "
+                                "few for a stable marker AUC)")
     early_stopping_patience: int = Field(0, ge=0, description="validations without improvement; 0 = off")
     precision: Literal["auto", "32", "bf16-mixed"] = "32"
     seed: int = Field(0, ge=0)
