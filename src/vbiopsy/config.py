@@ -74,6 +74,20 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+class ConfigSection(BaseModel):
+    """A section of a training config: unknown keys refused, values frozen after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CohortSource(ConfigSection):
+    """Where a training config's patients come from (the first keys of every ``data`` section)."""
+
+    cohort: Path = Field(..., description="cohort folder (known layout) or manifest CSV")
+    layout: str = "auto"
+    clinical: Path | None = None
+
+
 RUN_PATH_KEYS = ("cohort", "clinical", "splits")
 """Keys of a training config's ``data`` section that hold paths (relative ones are relative to the YAML)."""
 

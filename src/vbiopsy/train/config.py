@@ -10,13 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from vbiopsy.config import CohortSource
+from vbiopsy.config import ConfigSection as _Section
 
 Task = Literal["grade", "survival", "survival_cox"]
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class RoiSettings(_Section):
@@ -31,12 +30,9 @@ class RoiSettings(_Section):
     window_mm: float = Field(15.0, gt=0, le=100, description="local z-score window (mm)")
 
 
-class DataSettings(_Section):
+class DataSettings(CohortSource):
     """Which cohort, which image, which split."""
 
-    cohort: Path = Field(..., description="cohort folder (known layout) or manifest CSV")
-    layout: str = "auto"
-    clinical: Path | None = None
     modality: str = Field("asl", min_length=1, description="manifest column of the input image")
     splits: Path | None = Field(None, description="splits.json to use; made from the labels when absent")
     test_fraction: float = Field(0.2, ge=0, lt=1)

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from vbiopsy.config import build_config, read_run_yaml
+from vbiopsy.config import CohortSource, build_config, read_run_yaml
+from vbiopsy.config import ConfigSection as _Section
 from vbiopsy.localize.config import LocalizerConfig
 
 PriorSource = Literal["none", "coarse", "refined", "seg"]
@@ -24,16 +25,9 @@ InputPrior = Literal["none", "multiply", "channel"]
 Monitor = Literal["auc", "balanced_accuracy"]
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DiagnosisDataSettings(_Section):
+class DiagnosisDataSettings(CohortSource):
     """Which cohort, image, split and working grid; how the priors are made."""
 
-    cohort: Path = Field(..., description="cohort folder (known layout) or manifest CSV")
-    layout: str = "auto"
-    clinical: Path | None = None
     modality: str = Field("t1c", min_length=1, description="manifest column of the diagnosed image (paper: T1c)")
     splits: Path | None = Field(None, description="splits.json to use; made from the labels when absent")
     test_fraction: float = Field(0.0, ge=0, lt=1, description="held-out test share (paper: 0, the 5 CV folds "

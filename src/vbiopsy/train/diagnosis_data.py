@@ -273,8 +273,9 @@ class DiagnosisCohort:
 
     def targets(self, subject_ids: Sequence[str]) -> np.ndarray:
         """Class indices of training-pool ``subject_ids`` in that order."""
-        index = {s: i for i, s in enumerate(self.train_labels.subject_ids)}
-        return self.train_labels.y[[index[s] for s in subject_ids]]
+        from vbiopsy.train.cohort import targets_of
+
+        return targets_of(self.train_labels, list(subject_ids))
 
 
 def make_diagnosis_splits(config: DiagnosisConfig, manifest: Manifest, run_dir: Path) -> Splits:

@@ -11,21 +11,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from vbiopsy.config import CohortSource
+from vbiopsy.config import ConfigSection as _Section
 from vbiopsy.train.profile_data import MARKERS
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ProfileData(_Section):
+class ProfileData(CohortSource):
     """Cohort, inputs, working grid and split."""
 
-    cohort: Path = Field(..., description="cohort folder (known layout) or manifest CSV")
-    layout: str = "auto"
-    clinical: Path | None = None
     modalities: tuple[str, ...] = ("t1", "t1c", "t2", "flair")
     markers: tuple[str, ...] = MARKERS
     spacing_mm: float = Field(1.0, gt=0, le=8, description="working voxel size (isotropic, mm)")
