@@ -4,6 +4,7 @@
   (captum, bounded memory, seeded SmoothGrad), the reference's IG channel shares;
 - :mod:`.shapley`: exact Shapley values of a few players (image channels, clinical variables);
 - :mod:`.gradcam`: 3-D Grad-CAM on a convolutional layer;
+- :mod:`.marker_gradcam`: Grad-CAM of MGMT-Net's marker logits (positive class) on its bottleneck;
 - :mod:`.saliency`: ``Σ|IG|`` and the ASLNet display rule, mass inside a region, the ROI cube →
   source grid → native scan, NIfTI output.
 """
@@ -14,6 +15,8 @@ from vbiopsy.explain.attribution import eval_mode
 from vbiopsy.explain.attribution import ig_channel_shares
 from vbiopsy.explain.attribution import integrated_gradients
 from vbiopsy.explain.gradcam import grad_cam
+from vbiopsy.explain.marker_gradcam import marker_grad_cam
+from vbiopsy.explain.marker_gradcam import marker_layer
 from vbiopsy.explain.saliency import abs_saliency
 from vbiopsy.explain.saliency import mass_inside
 from vbiopsy.explain.saliency import postprocess_saliency
@@ -39,6 +42,8 @@ __all__ = [
     "grad_cam",
     "ig_channel_shares",
     "integrated_gradients",
+    "marker_grad_cam",
+    "marker_layer",
     "mass_inside",
     "mean_shares",
     "postprocess_saliency",

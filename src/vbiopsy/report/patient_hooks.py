@@ -76,11 +76,13 @@ def aslnet_report(config: Any, run_dir: Path, ensemble: Any, row: dict[str, Any]
 
 def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, prediction: Any, labels: np.ndarray,
                    row: dict[str, Any], record: dict[str, Any], folder: Path) -> Path:
-    """Write the patient report of one MGMT-Net prediction: markers with fold spread, predicted segmentation."""
+    """Write the patient report of one MGMT-Net prediction: markers with fold spread, predicted segmentation and,
+    when ``record`` has it, the Grad-CAM of the first marker's positive class (the others are listed as files)."""
+    from vbiopsy.data.nifti import load_volume
     from vbiopsy.train.profile_infer import marker_probabilities, tumour_centre
 
-    brain = (case.image != 0).any(axis=0)
-    centre = tumour_centre(prediction.labels, 1.0 - prediction.probabilities[0], brain)
+    centre = prediction.centre or tumour_centre(prediction.labels, 1.0 - prediction.probabilities[0],
+                                                (case.image != 0).any(axis=0))
     with torch.no_grad():
         per_fold = [marker_probabilities(m, case.image, case.present, centre, config.augment.patch,
                                          prediction.labels)[0] for m in ensemble.members]
@@ -89,8 +91,16 @@ def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, predict
                            tuple(float(f[k]) for f in per_fold)) for k, name in enumerate(markers))
     present = tuple(m for m in config.data.modalities if row.get(m))
     missing = tuple(m for m in config.data.modalities if not row.get(m))
-    images, notes = load_patient_images({m: row.get(m) for m in present}, present[0], seg=labels,
-                                        sources={"seg": "predicted by MGMT-Net, fold ensemble"})
+    with_map = [m for m in markers if record.get(f"gradcam_{m}")]
+    shown = with_map[0] if with_map else None
+    saliency = load_volume(record[f"gradcam_{shown}"], allow_empty=True).array if shown else None
+    images, notes = load_patient_images({m: row.get(m) for m in present}, present[0], seg=labels, saliency=saliency,
+                                        sources={"seg": "predicted by MGMT-Net, fold ensemble",
+                                                 "saliency": f"Grad-CAM of {shown} positive on the marker patch, "
+                                                             "fold-ensemble mean"})
+    if shown:
+        notes.append(f"The heat map explains '{shown} positive' whatever its probability; Grad-CAM of every marker "
+                     "is in the gradcam_*.nii.gz files.")
     volumes = ", ".join(f"{k[10:]} {record[k]:.1f} ml" for k in record if k.startswith("volume_ml_"))
     notes.append(f"Predicted tumour volumes: {volumes} (WT = whole tumour, TC = tumour core, ET = enhancing).")
     shares = {k[5:]: v for k, v in record.items() if k.startswith("cmaf_")}
@@ -102,7 +112,8 @@ def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, predict
                                f"marker probabilities {decision}",
                                "probabilities as predicted; the evaluation's Youden thresholds are in metrics.json",
                                present, missing, tuple(notes))
-    return write_patient_report(findings, images, folder, [Path(record["segmentation"]).name, "predictions.csv"])
+    files = [Path(str(f)).name for f in (record["segmentation"], *(record[f"gradcam_{m}"] for m in with_map))]
+    return write_patient_report(findings, images, folder, files + ["predictions.csv"])
 
 
 def diagnosis_reports(config: Any, run_dir: Path, predictions: Path, cohort: Path | None) -> list[Path]:

@@ -134,6 +134,14 @@ class ProfileInference(_Section):
     et_min_ml: float = Field(0.0, ge=0, description="ET below this volume is relabelled NETC (BraTS practice); 0 = off")
 
 
+class ProfileExplain(_Section):
+    """Marker Grad-CAM written by ``vbiopsy predict`` (``<id>_gradcam_<marker>.nii.gz`` on the scan grid)."""
+
+    enabled: bool = True
+    max_patients: int = Field(8, ge=0, le=1000, description="subjects of one predict call with maps (in the given "
+                                                           "order); --saliency maps them all")
+
+
 class ProfileConfig(_Section):
     """Everything ``vbiopsy train`` needs for MGMT-Net."""
 
@@ -144,3 +152,4 @@ class ProfileConfig(_Section):
     augment: ProfileAugment = ProfileAugment()
     optim: ProfileOptim = ProfileOptim()
     inference: ProfileInference = ProfileInference()
+    explain: ProfileExplain = ProfileExplain()

@@ -7,12 +7,15 @@
 3. Markers: one forward pass on the patch centred on the predicted tumour (the weighted centroid of
    its largest component; the brain centre when nothing is found), because the marker head pools
    over the patch it sees; the CMAF modality weights inside the predicted tumour are summarised.
+   Their Grad-CAM (:func:`marker_gradcam`) explains that same forward pass: same patch, same mask.
 4. Native grid: class probabilities resampled (linear) back onto the cropped scan box, pasted into
-   the scan grid (background outside), then argmax — labels on the patient's own voxels.
+   the scan grid (background outside), then argmax — labels on the patient's own voxels; maps go
+   back the same way (:func:`working_to_native`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +24,7 @@ from scipy import ndimage
 from torch import nn
 
 from vbiopsy.data.nifti import Grid
+from vbiopsy.errors import InputError
 from vbiopsy.train.profile_config import ProfileInference
 from vbiopsy.train.profile_data import ProfileCase
 from vbiopsy.train.profile_patches import pad_to, patch_start
@@ -30,7 +34,8 @@ from vbiopsy.train.profile_patches import pad_to, patch_start
 class CasePrediction:
     """Prediction of one patient: ``probabilities`` (C, X, Y, Z) and ``labels`` (X, Y, Z) uint8 on the
     working grid, ``markers`` (K,) P(positive), ``modality_share`` mean CMAF weight per modality
-    inside the predicted tumour (empty without CMAF or tumour), ``missing`` absent modality indices."""
+    inside the predicted tumour (empty without CMAF or tumour), ``missing`` absent modality indices,
+    ``centre`` the working-grid voxel the marker patch is centred on (None if not predicted here)."""
 
     subject_id: str
     probabilities: np.ndarray
@@ -38,6 +43,7 @@ class CasePrediction:
     markers: np.ndarray
     modality_share: list[float] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
+    centre: tuple[int, int, int] | None = None
 
 
 def _mask(present: np.ndarray) -> torch.Tensor:
@@ -87,15 +93,22 @@ def tumour_centre(labels: np.ndarray, tumour_prob: np.ndarray, brain: np.ndarray
     return tuple(int(round(c)) for c in centre)  # type: ignore[return-value]
 
 
+def marker_patch(image: np.ndarray, centre: tuple[int, int, int],
+                 patch: tuple[int, int, int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """The marker head's input ``(1, M, *patch)`` cut at ``centre`` from ``image`` (M, X, Y, Z) zero-padded at
+    the end to at least ``patch``, and its box (three slices) in that padded working grid."""
+    padded = pad_to(image, patch)
+    start = patch_start(centre, patch, padded.shape[1:])
+    box = tuple(slice(s, s + p) for s, p in zip(start, patch))
+    return torch.from_numpy(np.ascontiguousarray(padded[(slice(None), *box)]))[None], box
+
+
 @torch.no_grad()
 def marker_probabilities(model: nn.Module, image: np.ndarray, present: np.ndarray, centre: tuple[int, int, int],
                          patch: tuple[int, int, int], labels: np.ndarray) -> tuple[np.ndarray, list[float]]:
     """P(positive) per marker from the patch at ``centre``, and the mean CMAF weight per modality over
     the predicted tumour voxels of that patch."""
-    padded = pad_to(image, patch)
-    start = patch_start(centre, patch, padded.shape[1:])
-    box = tuple(slice(s, s + p) for s, p in zip(start, patch))
-    x = torch.from_numpy(np.ascontiguousarray(padded[(slice(None), *box)]))[None]
+    x, box = marker_patch(image, centre, patch)
     out = model(x, _mask(present))
     markers = torch.sigmoid(out.marker_logits.float())[0].numpy()
     share: list[float] = []
@@ -117,21 +130,48 @@ def predict_case(model: nn.Module, case: ProfileCase, *, patch: tuple[int, int, 
     brain = (case.image != 0).any(axis=0)
     centre = tumour_centre(labels, 1.0 - prob[0], brain)
     markers, share = marker_probabilities(model, case.image, case.present, centre, patch, labels)
-    return CasePrediction(case.subject_id, prob, labels, markers, share, case.missing)
+    return CasePrediction(case.subject_id, prob, labels, markers, share, case.missing, centre)
+
+
+def marker_gradcam(models: Sequence[nn.Module], case: ProfileCase, prediction: CasePrediction, *,
+                   patch: tuple[int, int, int], markers: Sequence[str]) -> dict[str, np.ndarray]:
+    """Grad-CAM of each marker's positive class, fold-model mean, ``{name: (X, Y, Z)}`` on the working grid.
+
+    It explains the forward pass that gave ``prediction.markers``: the ``patch`` at ``prediction.centre``
+    with the case's modality mask; voxels outside that patch (never seen by the marker head) are 0.
+    """
+    from vbiopsy.explain.marker_gradcam import marker_grad_cam
+
+    if prediction.centre is None:
+        raise InputError(f"subject {case.subject_id}", "the prediction has no marker-patch centre "
+                                                       "(predict it with predict_case)")
+    x, box = marker_patch(case.image, prediction.centre, patch)
+    maps = marker_grad_cam(list(models), x, _mask(case.present), marker_names=markers)
+    shape = case.image.shape[1:]
+    out = {}
+    for name, cam in maps.items():
+        padded = np.zeros(pad_to(case.image[0], patch).shape, dtype=np.float32)
+        padded[box] = cam[0]
+        out[name] = np.ascontiguousarray(padded[tuple(slice(0, n) for n in shape)])
+    return out
+
+
+def working_to_native(volume: np.ndarray, case: ProfileCase, *, fill: float = 0.0) -> np.ndarray:
+    """A working-grid map (X, Y, Z) resampled (linear) onto the brain box of the patient's scan grid, ``fill``
+    elsewhere: float32 (native X, Y, Z), affine ``case.native.affine``."""
+    from vbiopsy.preprocess.resample import resample_array
+
+    native = case.native
+    crop_grid = Grid(tuple(b - a for a, b in native.crop), native.crop_affine())  # type: ignore[arg-type]
+    out = np.full(native.shape, fill, dtype=np.float32)
+    out[tuple(slice(a, b) for a, b in native.crop)] = resample_array(volume, case.affine, crop_grid)
+    return out
 
 
 def to_native(prediction: CasePrediction, case: ProfileCase, settings: ProfileInference) -> np.ndarray:
     """Labels (uint8, BraTS 2024) on the patient's scan grid (canonical RAS, ``case.native.affine``)."""
-    from vbiopsy.preprocess.resample import resample_array
-
-    native = case.native
-    crop_shape = tuple(b - a for a, b in native.crop)
-    crop_grid = Grid(crop_shape, native.crop_affine())  # type: ignore[arg-type]
-    prob = np.zeros((len(prediction.probabilities), *native.shape), dtype=np.float32)
-    prob[0] = 1.0
-    box = tuple(slice(a, b) for a, b in native.crop)
-    for c, channel in enumerate(prediction.probabilities):
-        prob[(c, *box)] = resample_array(channel, case.affine, crop_grid)
+    prob = np.stack([working_to_native(channel, case, fill=1.0 if c == 0 else 0.0)
+                     for c, channel in enumerate(prediction.probabilities)])
     labels = prob.argmax(axis=0).astype(np.uint8)
-    voxel_ml = float(np.prod(np.linalg.norm(native.affine[:3, :3], axis=0))) / 1000.0
+    voxel_ml = float(np.prod(np.linalg.norm(case.native.affine[:3, :3], axis=0))) / 1000.0
     return postprocess(labels, voxel_ml, settings)

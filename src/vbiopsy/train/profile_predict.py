@@ -4,6 +4,10 @@ Each subject is read like a test patient (no label is read), segmented by the fo
 Gaussian-blended sliding windows, post-processed and written as ``<id>_seg.nii.gz`` on the scan's
 own grid (BraTS 2024 labels). A subject with a missing modality is still predicted (the modality
 mask tells the network which inputs are absent); a warning says which and the CSV records it.
+Grad-CAM of each marker's positive class (fold-ensemble mean, on the tumour-centred patch that gave
+the marker probability; :mod:`vbiopsy.explain.marker_gradcam`) is written as
+``<id>_gradcam_<marker>.nii.gz`` on the same grid (CSV column ``gradcam_<marker>``) for the first
+``explain.max_patients`` subjects when ``explain.enabled``; ``saliency`` overrides the config.
 """
 
 from __future__ import annotations
@@ -18,20 +22,36 @@ import pandas as pd
 from vbiopsy.atomic import ensure_writable_dir, write_with_atomic
 from vbiopsy.data.layouts import read_cohort
 from vbiopsy.data.nifti import save_volume
-from vbiopsy.errors import InputError
+from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.train.profile_config import ProfileConfig
 from vbiopsy.train.profile_data import load_case
-from vbiopsy.train.profile_infer import predict_case, to_native
+from vbiopsy.train.profile_infer import marker_gradcam, predict_case, to_native, working_to_native
 from vbiopsy.train.profile_run import load_profile_ensemble
 
 log = logging.getLogger(__name__)
 
 
+def explained_subjects(config: ProfileConfig, subjects: Sequence[str], saliency: bool | None) -> list[str]:
+    """Subjects that get marker Grad-CAM maps: all (``saliency=True``), none (``False``), or with ``None`` the
+    first ``explain.max_patients`` when ``explain.enabled`` (a line says how many were left out)."""
+    if saliency is not None and not isinstance(saliency, bool):
+        raise ConfigError(f"saliency must be True, False or None (follow the config), got {saliency!r}")
+    if saliency is not None:
+        return list(subjects) if saliency else []
+    chosen = list(subjects)[:config.explain.max_patients] if config.explain.enabled else []
+    if config.explain.enabled and len(chosen) < len(subjects):
+        print(f"note: marker Grad-CAM written for the first {len(chosen)} of {len(subjects)} subjects "
+              "(explain.max_patients; --saliency maps them all)")
+    return chosen
+
+
 def predict_profile(config: ProfileConfig, run_dir: Path, subjects: Sequence[str], out: Path, *,
-                    cohort: Path | None = None, report: bool = False) -> Path:
-    """Write segmentations and ``predictions.csv`` for ``subjects`` into ``out``; return the CSV path.
-    With ``report``, also ``<id>_report.html`` per subject (:mod:`vbiopsy.report.patient_hooks`)."""
+                    cohort: Path | None = None, report: bool = False, saliency: bool | None = None) -> Path:
+    """Write segmentations, marker Grad-CAM maps (see :func:`explained_subjects`) and ``predictions.csv`` for
+    ``subjects`` into ``out``; return the CSV path. With ``report``, also ``<id>_report.html`` per subject
+    (:mod:`vbiopsy.report.patient_hooks`)."""
     d = config.data
+    explained = set(explained_subjects(config, subjects, saliency))
     manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
     known = set(manifest.subjects)
     unknown = [s for s in subjects if s not in known]
@@ -60,6 +80,11 @@ def predict_profile(config: ProfileConfig, run_dir: Path, subjects: Sequence[str
                      for name, values in (("WT", (1, 2, 3)), ("TC", (1, 3)), ("ET", (3,)))},
                   "missing_modalities": ";".join(missing)}
         record.update({f"cmaf_{m}": s for m, s in zip(d.modalities, pred.modality_share)})
+        if case.subject_id in explained:
+            maps = marker_gradcam(ensemble.members, case, pred, patch=config.augment.patch, markers=d.markers)
+            for name, cam in maps.items():
+                record[f"gradcam_{name}"] = str(save_volume(working_to_native(cam, case), case.native.affine,
+                                                            folder / f"{case.subject_id}_gradcam_{name}.nii.gz"))
         if report:
             from vbiopsy.report.patient_hooks import profile_report
 
