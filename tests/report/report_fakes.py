@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -25,7 +26,8 @@ SHAPE = (10, 12, 10)
 AFFINE = np.diag([2.0, 2.0, 2.0, 1.0])
 
 
-def _nifti(path: Path, data: np.ndarray) -> str:
+def write_nifti(path: Path, data: np.ndarray) -> str:
+    """``data`` as a NIfTI file at ``path`` on the 2 mm :data:`AFFINE` grid; returns the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     nib.save(nib.Nifti1Image(data, AFFINE), str(path))
     return str(path)
@@ -50,9 +52,10 @@ def write_cohort(root: Path, seed: int = 0) -> Path:
     anatomy = (np.clip(1.3 - np.sqrt((grid ** 2).sum(0)), 0, None) * 100).astype(np.float32)
     for i in range(N_SUBJECTS):
         sid = f"S{i:03d}"
-        images = {m: _nifti(root / sid / f"{m}.nii.gz", anatomy * (1 + 0.1 * k) + rng.random(SHAPE).astype(np.float32))
+        images = {m: write_nifti(root / sid / f"{m}.nii.gz",
+                                 anatomy * (1 + 0.1 * k) + rng.random(SHAPE).astype(np.float32))
                   for k, m in enumerate(("t1", "t1c", "t2", "flair", "asl"))}
-        seg = _nifti(root / sid / "seg.nii.gz", tumour(0))
+        seg = write_nifti(root / sid / "seg.nii.gz", tumour(0))
         grade = (2, 3, 4)[i % 3]
         idh = int(i % 2 == 0)
         rows.append({"subject_id": sid, **images, "seg": seg, "seg_convention": "brats2024",
@@ -80,11 +83,22 @@ def write_splits(run: Path, n_folds: int = 2) -> Splits:
     return splits
 
 
-def _run_json(run: Path, task: str, splits: Splits) -> None:
+def _start_run(root: Path, cohort: Path, task: str, config_name: str,
+               overrides: dict[str, Any] | None = None) -> tuple[Any, Path, Splits]:
+    """A new run folder ``root/run-<task>`` as a pipeline starts it: the bundled config ``config_name`` on
+    ``cohort`` (plus ``overrides``), the split and run.json. Returns (config, run folder, splits)."""
+    from vbiopsy.train.run import bundled_config, load_train_config
+
+    config = load_train_config(bundled_config(config_name), {**(overrides or {}), "data": {"cohort": str(cohort)}})
+    run = root / f"run-{task}"
+    run.mkdir(parents=True)
+    save_config(config, run / "config.yaml")
+    splits = write_splits(run)
     pool = [s for f in splits.folds for s in f.val]
     info = {"vbiopsy": "0.1.0", "task": task, "n_train_pool": len(pool), "n_test": len(splits.test),
             "excluded": {}, "folds": [], "seconds": 1.0, "samples_dir": str(run / "samples")}
     (run / "run.json").write_text(json.dumps(info))
+    return config, run, splits
 
 
 def _noisy_scores(y: np.ndarray, n_classes: int, rng: np.random.Generator) -> np.ndarray:
@@ -100,15 +114,9 @@ def aslnet_run(root: Path, cohort: Path, task: str, seed: int = 0) -> Path:
     from vbiopsy.train.cohort import label_options, label_task
     from vbiopsy.train.cross_validation import fit_posthoc, output_columns
     from vbiopsy.train.evaluation import evaluate
-    from vbiopsy.train.run import bundled_config, load_train_config
 
     name = "aslnet-grade-demo.yaml" if task == "grade" else "aslnet-survival-demo.yaml"
-    config = load_train_config(bundled_config(name), {"task": task, "data": {"cohort": str(cohort)}})
-    run = root / f"run-{task}"
-    run.mkdir(parents=True)
-    save_config(config, run / "config.yaml")
-    splits = write_splits(run)
-    _run_json(run, task, splits)
+    config, run, splits = _start_run(root, cohort, task, name, {"task": task})
     rng = np.random.default_rng(seed)
     frame = pd.read_csv(cohort, dtype={"subject_id": str})
     labels = task_labels(frame, label_task(config), **label_options(config))
@@ -156,21 +164,15 @@ def aslnet_run(root: Path, cohort: Path, task: str, seed: int = 0) -> Path:
 def profile_run(root: Path, cohort: Path, seed: int = 0) -> Path:
     """An evaluated MGMT-Net run: segmentations shifted by 0–2 voxels, noisy marker probabilities."""
     from vbiopsy.train.profile_evaluation import evaluate_profile
-    from vbiopsy.train.run import bundled_config, load_train_config
 
-    config = load_train_config(bundled_config("mgmtnet-demo.yaml"), {"data": {"cohort": str(cohort)}})
-    run = root / "run-profile"
-    run.mkdir(parents=True)
-    save_config(config, run / "config.yaml")
-    splits = write_splits(run)
-    _run_json(run, "profile", splits)
+    config, run, splits = _start_run(root, cohort, "profile", "mgmtnet-demo.yaml")
     rng = np.random.default_rng(seed)
     frame = pd.read_csv(cohort, dtype={"subject_id": str}).set_index("subject_id")
 
     def write(folder: Path, ids: list[str], extra: dict) -> None:
         rows = []
         for i, sid in enumerate(ids):
-            _nifti(folder / "seg" / f"{sid}.nii.gz", tumour(i % 3))
+            write_nifti(folder / "seg" / f"{sid}.nii.gz", tumour(i % 3))
             row = {"subject_id": sid, **extra}
             for marker in config.data.markers:
                 row[f"p_{marker}"] = float(np.clip(0.5 + 0.3 * (frame.loc[sid, marker] - 0.5) + rng.normal(0, 0.2),
@@ -190,14 +192,8 @@ def profile_run(root: Path, cohort: Path, seed: int = 0) -> Path:
 def diagnosis_run(root: Path, cohort: Path, seed: int = 0) -> Path:
     """An evaluated Adaptive-Diagnoser run (2 folds, held-out test set)."""
     from vbiopsy.train.diagnosis_run import COLUMNS, evaluate_diagnosis
-    from vbiopsy.train.run import bundled_config, load_train_config
 
-    config = load_train_config(bundled_config("diagnoser-demo.yaml"), {"data": {"cohort": str(cohort)}})
-    run = root / "run-diagnosis"
-    run.mkdir(parents=True)
-    save_config(config, run / "config.yaml")
-    splits = write_splits(run)
-    _run_json(run, "diagnosis", splits)
+    _, run, splits = _start_run(root, cohort, "diagnosis", "diagnoser-demo.yaml")
     rng = np.random.default_rng(seed)
     truth = pd.read_csv(cohort, dtype={"subject_id": str}).set_index("subject_id")["diagnosis"]
     pool = [s for f in splits.folds for s in f.val]

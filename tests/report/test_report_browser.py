@@ -1,5 +1,6 @@
 """End to end in headless Chromium: the cohort report and a patient report load every image without a
-console error, and the slice viewer answers the keyboard, the mouse wheel and the overlay checkboxes.
+console error, and the slice viewer answers the keyboard, the mouse wheel, the overlay checkboxes and
+the heat-map list.
 
 Needs a Chromium-family browser (``apt-get install -y --no-install-recommends chromium`` on Debian, or
 ``$VBIOPSY_BROWSER``); skipped with the reason when none is found. The DevTools protocol runs over a
@@ -16,7 +17,7 @@ from report_browser import Browser, find_browser
 from report_fakes import aslnet_run, diagnosis_run, profile_run, tumour, write_cohort
 
 from vbiopsy.report.cohort_report import build_cohort_report
-from vbiopsy.report.patient_report import Output, PatientFindings, PatientImages, write_patient_report
+from vbiopsy.report.patient_report import HeatMap, Output, PatientFindings, PatientImages, write_patient_report
 
 BROWSER = find_browser()
 pytestmark = pytest.mark.skipif(BROWSER is None, reason="no Chromium/Chrome found (install chromium or set "
@@ -34,16 +35,20 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Browser:
     session.close()
 
 
-def patient_page(folder: Path) -> Path:
-    """A patient report on synthetic anatomy with a segmentation and a saliency map (20×24×16 voxels)."""
+def patient_page(folder: Path, markers: tuple[str, ...] = ()) -> Path:
+    """A patient report on synthetic anatomy (20×24×16 voxels) with a segmentation and a saliency map, or
+    with one heat map per name in ``markers`` (blobs at different places of the central axial slice)."""
     rng = np.random.default_rng(0)
     shape = (20, 24, 16)
     grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij"))
     anatomy = (np.clip(1.2 - np.sqrt((grid ** 2).sum(0)), 0, None) * 100 + rng.random(shape)).astype(np.float32)
     seg = tumour(2, shape)
     saliency = np.exp(-((grid ** 2).sum(0)) * 6).astype(np.float32)
+    maps = tuple(HeatMap(name, np.exp(-(((grid[0] - 0.5 * np.cos(2 * k)) ** 2 + (grid[1] - 0.5 * np.sin(2 * k)) ** 2)
+                                        * 6 + grid[2] ** 2)).astype(np.float32), f"what {name} shows")
+                 for k, name in enumerate(markers))
     images = PatientImages({"t1c": anatomy, "flair": anatomy[::-1].copy()}, (1.0, 1.0, 2.0), seg=seg,
-                           saliency=saliency)
+                           saliency=None if maps else saliency, heat_maps=maps)
     findings = PatientFindings("P001", "test model", "run", (Output("grade IV", 0.7, (0.6, 0.8)),), "grade IV",
                                "argmax", ("t1c", "flair"), ("t2",))
     return write_patient_report(findings, images, folder)
@@ -99,3 +104,23 @@ def test_patient_report_viewer_answers_keyboard_wheel_and_checkboxes(browser: Br
     assert browser.errors() == []
     shot = browser.screenshot(tmp_path / "patient.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_patient_report_viewer_switches_between_named_heat_maps(browser: Browser, tmp_path: Path) -> None:
+    markers = ("IDH mutant", "1p/19q co-deleted", "TERT promoter mutant")
+    browser.open(patient_page(tmp_path, markers).as_uri())
+    viewer, caption = "document.getElementById('vb-viewer')", "document.getElementById('vb-heat-caption')"
+    assert browser.evaluate(f"{viewer}.dataset.ready") == "true"
+    assert browser.evaluate(f"{viewer}.dataset.heat") == markers[0]
+    assert browser.evaluate(f"{caption}.textContent") == f"{markers[0]} heat map: what {markers[0]} shows."
+    _, first = browser.evaluate(STATE)
+    drawn = {first}
+    for name in (*markers[1:], ""):  # each other map, then "none"
+        browser.evaluate(f"(s => {{ s.value = {name!r}; s.dispatchEvent(new Event('change')); }})"
+                         "(document.getElementById('vb-heat'))")
+        assert browser.evaluate(f"{viewer}.dataset.heat") == name
+        _, pixels = browser.evaluate(STATE)
+        assert pixels not in drawn  # a different heat map (or none) draws a different picture
+        drawn.add(pixels)
+    assert browser.evaluate(f"{caption}.textContent") == "No heat map drawn."
+    assert browser.errors() == []

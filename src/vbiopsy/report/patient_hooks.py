@@ -7,6 +7,7 @@ Called by :func:`vbiopsy.train.predict.predict_subjects` (ASLNet) and
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +15,17 @@ import numpy as np
 import torch
 
 from vbiopsy.data.schema import MODALITIES
-from vbiopsy.report.patient_report import Output, PatientFindings, load_patient_images, write_patient_report
+from vbiopsy.report.patient_report import (
+    HeatMap, Output, PatientFindings, load_patient_images, write_patient_report,
+)
 
 OUTPUT_NAMES = {"grade_2": ("grade II", "probability"), "grade_3": ("grade III", "probability"),
                 "grade_4": ("grade IV", "probability"), "p_event": ("death within 12 months", "probability"),
                 "risk": ("survival risk score", "log hazard (higher = shorter survival)")}
 """ASLNet output column → (display name, meaning)."""
+
+MARKER_POSITIVE = {"idh": "IDH mutant", "codel_1p19q": "1p/19q co-deleted", "tert": "TERT promoter mutant"}
+"""MGMT-Net marker → its positive class, the class its Grad-CAM explains."""
 
 
 def _modalities(row: dict[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -74,11 +80,28 @@ def aslnet_report(config: Any, run_dir: Path, ensemble: Any, row: dict[str, Any]
     return write_patient_report(findings, images, folder, files + ["predictions.csv"])
 
 
+def marker_heat_maps(markers: Sequence[str], record: Mapping[str, Any]) -> list[HeatMap]:
+    """The Grad-CAM of each marker's positive class that ``record`` names (column ``gradcam_<marker>``, a NIfTI
+    on the patient's grid), named and captioned after that class, in the order of ``markers``."""
+    from vbiopsy.data.nifti import load_volume
+
+    maps = []
+    for marker in markers:
+        path = record.get(f"gradcam_{marker}")
+        if not path:
+            continue
+        positive = MARKER_POSITIVE.get(marker, f"{marker} positive")
+        caption = (f"Grad-CAM of {marker} positive, i.e. {positive}, on the marker patch and zero outside it, "
+                   f"fold-ensemble mean: bright = where the evidence for {positive} is strongest, whatever its "
+                   "predicted probability")
+        maps.append(HeatMap(positive, load_volume(path, allow_empty=True).array, caption))
+    return maps
+
+
 def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, prediction: Any, labels: np.ndarray,
                    row: dict[str, Any], record: dict[str, Any], folder: Path) -> Path:
-    """Write the patient report of one MGMT-Net prediction: markers with fold spread, predicted segmentation and,
-    when ``record`` has it, the Grad-CAM of the first marker's positive class (the others are listed as files)."""
-    from vbiopsy.data.nifti import load_volume
+    """Write the patient report of one MGMT-Net prediction: markers with fold spread, predicted segmentation and
+    the Grad-CAM of each marker's positive class that ``record`` names (one heat map each)."""
     from vbiopsy.train.profile_infer import marker_probabilities, tumour_centre
 
     centre = prediction.centre or tumour_centre(prediction.labels, 1.0 - prediction.probabilities[0],
@@ -91,16 +114,13 @@ def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, predict
                            tuple(float(f[k]) for f in per_fold)) for k, name in enumerate(markers))
     present = tuple(m for m in config.data.modalities if row.get(m))
     missing = tuple(m for m in config.data.modalities if not row.get(m))
-    with_map = [m for m in markers if record.get(f"gradcam_{m}")]
-    shown = with_map[0] if with_map else None
-    saliency = load_volume(record[f"gradcam_{shown}"], allow_empty=True).array if shown else None
-    images, notes = load_patient_images({m: row.get(m) for m in present}, present[0], seg=labels, saliency=saliency,
-                                        sources={"seg": "predicted by MGMT-Net, fold ensemble",
-                                                 "saliency": f"Grad-CAM of {shown} positive on the marker patch, "
-                                                             "fold-ensemble mean"})
-    if shown:
-        notes.append(f"The heat map explains '{shown} positive' whatever its probability; Grad-CAM of every marker "
-                     "is in the gradcam_*.nii.gz files.")
+    heat_maps = marker_heat_maps(markers, record)
+    images, notes = load_patient_images({m: row.get(m) for m in present}, present[0], seg=labels,
+                                        sources={"seg": "predicted by MGMT-Net, fold ensemble"}, heat_maps=heat_maps)
+    if heat_maps:
+        notes.append("Each heat map explains its marker's positive class whatever the predicted probability: for a "
+                     "marker predicted negative it shows where the weaker evidence for positive lies. Full-resolution "
+                     "maps are in the gradcam_*.nii.gz files.")
     volumes = ", ".join(f"{k[10:]} {record[k]:.1f} ml" for k in record if k.startswith("volume_ml_"))
     notes.append(f"Predicted tumour volumes: {volumes} (WT = whole tumour, TC = tumour core, ET = enhancing).")
     shares = {k[5:]: v for k, v in record.items() if k.startswith("cmaf_")}
@@ -112,6 +132,7 @@ def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, predict
                                f"marker probabilities {decision}",
                                "probabilities as predicted; the evaluation's Youden thresholds are in metrics.json",
                                present, missing, tuple(notes))
+    with_map = [m for m in markers if record.get(f"gradcam_{m}")]
     files = [Path(str(f)).name for f in (record["segmentation"], *(record[f"gradcam_{m}"] for m in with_map))]
     return write_patient_report(findings, images, folder, files + ["predictions.csv"])
 

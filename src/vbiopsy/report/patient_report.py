@@ -3,8 +3,9 @@
 It shows what the run predicts (grade, 12-month survival, survival risk, markers or tumour type)
 with the fold-ensemble probability and its spread over the fold models, which modalities were
 present, axial/coronal/sagittal slices through the tumour on the native-space anatomy with the
-segmentation, saliency and localiser prior where available, an interactive slice viewer, and a
-plain statement that this is a research tool, not a diagnosis.
+segmentation, one or several named heat maps (saliency, or one Grad-CAM per marker) and the
+localiser prior where available, an interactive slice viewer, and a plain statement that this is a
+research tool, not a diagnosis.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vbiopsy.atomic import ensure_writable_dir, write_text_atomic
-from vbiopsy.errors import InputError
+from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.report.html import Figure, figure_html, page_html, paragraph, section_html, table_html
 from vbiopsy.report.viewer import Kind, viewer_html, viewer_script
 
@@ -64,11 +65,35 @@ class PatientFindings:
             raise InputError(self.subject_id, "a patient report needs at least one predicted output")
 
 
+OVERLAY_NAMES = ("segmentation", "prior")
+"""Names the viewer gives the segmentation and prior overlays; a heat map may not take them."""
+
+
+@dataclass(frozen=True)
+class HeatMap:
+    """A named voxel heat map (X, Y, Z; its magnitude is drawn) with the ``caption`` that says what it explains
+    and what bright means, e.g. ``HeatMap("IDH mutant", cam, "Grad-CAM of ...: bright = ...")``."""
+
+    name: str
+    array: np.ndarray
+    caption: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or self.name in OVERLAY_NAMES:
+            raise ConfigError(f"a heat map needs a non-empty name other than {', '.join(OVERLAY_NAMES)}, "
+                              f"got {self.name!r}")
+        if not isinstance(self.caption, str) or not self.caption.strip():
+            raise ConfigError(f"heat map {self.name!r} needs a caption, got {self.caption!r}")
+        if np.ndim(self.array) != 3:
+            raise InputError(self.name, f"a heat map must be 3-D, got shape {np.shape(self.array)}")
+
+
 @dataclass(frozen=True)
 class PatientImages:
     """Native-space volumes of one patient on one grid: ``anatomy`` (modality → (X, Y, Z)), voxel
     ``spacing_mm``, optional ``seg`` (BraTS 2024 labels), ``saliency`` and localiser ``prior`` maps,
-    with a short ``sources`` text per overlay (e.g. "predicted by MGMT-Net")."""
+    with a short ``sources`` text per overlay (e.g. "predicted by MGMT-Net"), and named ``heat_maps``
+    (e.g. one Grad-CAM per marker). ``saliency`` is shorthand for one heat map named "saliency"."""
 
     anatomy: dict[str, np.ndarray]
     spacing_mm: tuple[float, float, float]
@@ -76,22 +101,41 @@ class PatientImages:
     saliency: np.ndarray | None = None
     prior: np.ndarray | None = None
     sources: dict[str, str] = field(default_factory=dict)
+    heat_maps: tuple[HeatMap, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.anatomy:
             raise InputError("images", "no anatomical image to show")
+        if not all(isinstance(m, HeatMap) for m in self.heat_maps):
+            raise ConfigError(f"heat_maps must be HeatMap objects, got {[type(m).__name__ for m in self.heat_maps]}")
+        object.__setattr__(self, "heat_maps", tuple(self.heat_maps))
+        maps = self.drawn_heat_maps
+        names = [m.name for m in maps]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"heat map names must be unique, got {names!r}")
         shape = next(iter(self.anatomy.values())).shape
-        for name, array in [*self.anatomy.items(), ("seg", self.seg), ("saliency", self.saliency),
+        for name, array in [*self.anatomy.items(), ("seg", self.seg), *((m.name, m.array) for m in maps),
                             ("prior", self.prior)]:
             if array is not None and array.shape != shape:
                 raise InputError(name, f"shape {array.shape} differs from the grid {shape}")
 
+    @property
+    def drawn_heat_maps(self) -> tuple[HeatMap, ...]:
+        """The heat maps the report draws: ``saliency`` (a list of one, captioned from ``sources``), then
+        ``heat_maps``."""
+        if self.saliency is None:
+            return self.heat_maps
+        meaning = f"{self.sources.get('saliency', 'saliency')}: bright = voxels that raised the predicted class most"
+        return (HeatMap("saliency", self.saliency, meaning), *self.heat_maps)
+
 
 def load_patient_images(paths: Mapping[str, str | Path | None], reference: str, *, seg: np.ndarray | None = None,
                         saliency: np.ndarray | None = None, prior: np.ndarray | None = None,
-                        sources: Mapping[str, str] | None = None) -> tuple[PatientImages, list[str]]:
+                        sources: Mapping[str, str] | None = None,
+                        heat_maps: Sequence[HeatMap] = ()) -> tuple[PatientImages, list[str]]:
     """Read the modalities in ``paths`` (canonical RAS) on the grid of ``reference``; returns the images
-    and notes naming modalities left out because they lie on another grid."""
+    (with the given overlays, see :class:`PatientImages`) and notes naming modalities left out because
+    they lie on another grid."""
     from vbiopsy.data.nifti import load_volume
 
     if not paths.get(reference):
@@ -108,7 +152,7 @@ def load_patient_images(paths: Mapping[str, str | Path | None], reference: str, 
             continue
         anatomy[name] = volume.array
     images = PatientImages(anatomy, tuple(float(s) for s in base.grid.spacing), seg=seg,  # type: ignore[arg-type]
-                           saliency=saliency, prior=prior, sources=dict(sources or {}))
+                           saliency=saliency, prior=prior, sources=dict(sources or {}), heat_maps=tuple(heat_maps))
     return images, notes
 
 
@@ -127,40 +171,49 @@ def outputs_table(findings: PatientFindings) -> str:
 
 
 def slices_part(findings: PatientFindings, images: PatientImages) -> str:
-    """Orthogonal slices through the tumour with every available overlay, captioned."""
+    """Orthogonal slices through the tumour with every available overlay (one row each), captioned."""
     from vbiopsy.report.slices import orthogonal_slices
 
     reference = next(iter(images.anatomy))
-    png = orthogonal_slices(images.anatomy[reference], images.spacing_mm, seg=images.seg, saliency=images.saliency,
-                            prior=images.prior, title=f"{findings.subject_id} — {reference}")
+    maps = images.drawn_heat_maps
+    png = orthogonal_slices(images.anatomy[reference], images.spacing_mm, seg=images.seg,
+                            heat_maps={m.name: m.array for m in maps}, prior=images.prior,
+                            title=f"{findings.subject_id} — {reference}")
     layers = []
     if images.seg is not None:
         layers.append(f"segmentation outlines ({images.sources.get('seg', 'segmentation')}; red = necrotic core, "
                       f"green = oedema, yellow = enhancing tumour, blue = resection cavity)")
-    if images.saliency is not None:
-        layers.append(f"saliency heat map ({images.sources.get('saliency', 'saliency')}: bright = voxels that "
-                      f"raised the predicted class most)")
+    layers += [f"{m.name} heat map ({m.caption})" for m in maps]
     if images.prior is not None:
         layers.append(f"localiser prior ({images.sources.get('prior', 'tumour prior')}: where the localiser "
                       f"expects the tumour)")
     caption = (f"Axial, coronal and sagittal slices through the tumour on the {reference} image in the patient's own "
                f"scan space (patient's right on the right). Rows: {'; '.join(layers) or 'anatomy only'}.")
+    if len(maps) > 1:
+        caption += (" Each heat map is scaled to its own 99th percentile: compare where maps are bright, not how "
+                    "bright one is against another.")
     return figure_html(Figure(png, "image/png", caption, f"slices of {findings.subject_id}"))
 
 
 def viewer_part(images: PatientImages) -> str:
-    """The interactive viewer with one checkbox per overlay."""
+    """The interactive viewer: one checkbox per overlay; several heat maps are picked one at a time from a list."""
+    maps = images.drawn_heat_maps
     overlays: dict[str, tuple[np.ndarray, Kind]] = {}
     if images.seg is not None:
         overlays["segmentation"] = (images.seg, "labels")
-    if images.saliency is not None:
-        overlays["saliency"] = (images.saliency, "heat")
+    for heat_map in maps:
+        overlays[heat_map.name] = (heat_map.array, "heat")
     if images.prior is not None:
         overlays["prior"] = (images.prior, "heat")
+    several = len(maps) > 1
+    pick = " Pick the heat map to draw from the list; its caption is shown under the image." if several else ""
     intro = paragraph("Scroll through the slices: drag the slider, use the arrow keys or Page Up/Down after clicking "
-                      "the image, or the mouse wheel over it. Tick the boxes to show or hide each overlay. Volumes "
-                      "are downsampled for the page; the NIfTI files next to this report keep full resolution.")
-    return section_html("Slice viewer", [intro, viewer_html(images.anatomy, overlays, images.spacing_mm)], level=2)
+                      "the image, or the mouse wheel over it. Tick the boxes to show or hide each overlay." + pick +
+                      " Volumes are downsampled for the page; the NIfTI files next to this report keep full "
+                      "resolution.")
+    selectable = {m.name: f"{m.name} heat map: {m.caption}." for m in maps} if several else None
+    viewer = viewer_html(images.anatomy, overlays, images.spacing_mm, selectable=selectable)
+    return section_html("Slice viewer", [intro, viewer], level=2)
 
 
 def patient_report_html(findings: PatientFindings, images: PatientImages | None,

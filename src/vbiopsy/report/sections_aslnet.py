@@ -9,7 +9,7 @@ says so.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import NamedTuple
 
 import numpy as np
 
@@ -45,19 +45,43 @@ def predictions(run: RunFolder, part: str) -> tuple[list[str], np.ndarray, np.nd
     return list(frame["subject_id"]), y, (values if run.task == "grade" else values[:, 0])
 
 
-def _metric_rows(m: JsonSource, parts: list[str], grade: bool) -> list[tuple[Any, ...]]:
-    rows: list[tuple[Any, ...]] = []
-    average = m.get(f"{parts[0]}.auc.average") or ""
-    rows.append(("AUC", average, *[m.cell(f"{p}.auc.auc") for p in parts]))
-    rows.append(("AUC 95 % CI low", "bootstrap", *[m.cell(f"{p}.auc.low") for p in parts]))
-    rows.append(("AUC 95 % CI high", "bootstrap", *[m.cell(f"{p}.auc.high") for p in parts]))
+class MetricRow(NamedTuple):
+    """One row of a metric × part table: the metric's display ``name``, its dotted ``key`` under each part
+    of metrics.json, how it is averaged (``None`` where the table has no such column) and whether it is
+    a p-value (shown with 3 significant digits)."""
+
+    name: str
+    key: str
+    how: str | None = None
+    p_value: bool = False
+
+
+def parts_present(m: JsonSource) -> list[str]:
+    """The parts of metrics.json a run has, test first (``test``, ``oof``)."""
+    return [p for p in ("test", "oof") if m.get(p)]
+
+
+def metric_table(m: JsonSource, parts: list[str], metrics: list[MetricRow], caption: str) -> str:
+    """A table with one row per metric and one column per part, every value read from ``<part>.<key>`` of
+    ``m``; a 'how averaged' column when any metric names one."""
+    with_how = any(metric.how is not None for metric in metrics)
+    rows = [(metric.name, *([metric.how or ""] if with_how else []),
+             *[m.cell(f"{p}.{metric.key}", p_value=metric.p_value) for p in parts]) for metric in metrics]
+    columns = ("metric", *(["how averaged"] if with_how else []), *[PART_NAMES[p] for p in parts])
+    return table_html(columns, rows, caption)
+
+
+def _classification_metrics(m: JsonSource, parts: list[str], grade: bool) -> list[MetricRow]:
+    """AUC with its bootstrap interval, Brier before/after temperature scaling, ECE (binary), patients."""
     brier = "multi-class (sum over classes, 0–2)" if grade else "binary (0–1)"
-    rows.append(("Brier score", brier, *[m.cell(f"{p}.brier") for p in parts]))
-    rows.append(("Brier after temperature scaling", brier, *[m.cell(f"{p}.calibrated.brier") for p in parts]))
+    metrics = [MetricRow("AUC", "auc.auc", m.get(f"{parts[0]}.auc.average") or ""),
+               MetricRow("AUC 95 % CI low", "auc.low", "bootstrap"),
+               MetricRow("AUC 95 % CI high", "auc.high", "bootstrap"),
+               MetricRow("Brier score", "brier", brier),
+               MetricRow("Brier after temperature scaling", "calibrated.brier", brier)]
     if not grade:
-        rows.append(("expected calibration error", "10 uniform bins", *[m.cell(f"{p}.calibration.ece") for p in parts]))
-    rows.append(("patients", "", *[m.cell(f"{p}.n") for p in parts]))
-    return rows
+        metrics.append(MetricRow("expected calibration error", "calibration.ece", "10 uniform bins"))
+    return [*metrics, MetricRow("patients", "n", "")]
 
 
 def _calibration_part(run: RunFolder, part: str, data: tuple[list[str], np.ndarray, np.ndarray]) -> str:
@@ -140,17 +164,16 @@ def _binary_km_part(run: RunFolder, part: str, data: tuple[list[str], np.ndarray
 def classification_parts(run: RunFolder) -> list[str]:
     """Tables and figures of a grade or binary-survival run."""
     m = run.source
-    parts_present = [p for p in ("test", "oof") if m.get(p)]
+    parts = parts_present(m)
     grade = run.task == "grade"
-    names = [PART_NAMES[p] for p in parts_present]
-    out = [table_html(("metric", "how averaged", *names), _metric_rows(m, parts_present, grade),
-                      "Discrimination (AUC with a stratified bootstrap 95 % interval) and calibration (Brier), "
-                      "from metrics.json. " + str(m.get("note") or ""))]
+    out = [metric_table(m, parts, _classification_metrics(m, parts, grade),
+                        "Discrimination (AUC with a stratified bootstrap 95 % interval) and calibration (Brier), "
+                        "from metrics.json. " + str(m.get("note") or ""))]
     out.append(baseline_part(m, "AUC"))
     from vbiopsy.evaluate.auc import present_class_scores
     from vbiopsy.train.cross_validation import output_columns
 
-    data = {p: predictions(run, p) for p in parts_present}
+    data = {p: predictions(run, p) for p in parts}
     roc_curves = []
     for part, values in data.items():
         if values is None:
@@ -165,7 +188,7 @@ def classification_parts(run: RunFolder) -> list[str]:
         if run.task == "survival":
             out.append(_binary_km_part(run, part, values))
     other = "at_argmax" if grade else "at_0.5"
-    for part in parts_present:
+    for part in parts:
         out.append(threshold_table(m, f"{part}.at_tuned_rule", f"{PART_NAMES[part]}, OOF-tuned rule"))
         out.append(threshold_table(m, f"{part}.{other}", f"{PART_NAMES[part]}, untuned rule"))
     return out
@@ -174,17 +197,14 @@ def classification_parts(run: RunFolder) -> list[str]:
 def cox_parts(run: RunFolder) -> list[str]:
     """C-index table and Kaplan–Meier curves by predicted risk group of a Cox survival run."""
     m = run.source
-    parts_present = [p for p in ("test", "oof") if m.get(p)]
-    rows = [("C-index (Harrell)", *[m.cell(f"{p}.c_index") for p in parts_present]),
-            ("log-rank p (high vs low risk)", *[m.cell(f"{p}.kaplan_meier.logrank.p_value", p_value=True)
-                                                for p in parts_present]),
-            ("patients", *[m.cell(f"{p}.n") for p in parts_present]),
-            ("deaths", *[m.cell(f"{p}.events") for p in parts_present])]
-    out = [table_html(("metric", *[PART_NAMES[p] for p in parts_present]), rows,
-                      "C-index: the share of comparable patient pairs the risk score orders correctly (0.5 = chance). "
-                      f"Risk groups: risk above {m.get('posthoc.risk_cutoff')} (the out-of-fold median) = high risk."),
-           baseline_part(m, "C-index")]
-    for part in parts_present:
+    parts = parts_present(m)
+    metrics = [MetricRow("C-index (Harrell)", "c_index"),
+               MetricRow("log-rank p (high vs low risk)", "kaplan_meier.logrank.p_value", p_value=True),
+               MetricRow("patients", "n"), MetricRow("deaths", "events")]
+    caption = ("C-index: the share of comparable patient pairs the risk score orders correctly (0.5 = chance). "
+               f"Risk groups: risk above {m.get('posthoc.risk_cutoff')} (the out-of-fold median) = high risk.")
+    out = [metric_table(m, parts, metrics, caption), baseline_part(m, "C-index")]
+    for part in parts:
         km = m.get(f"{part}.kaplan_meier")
         if not km or not km.get("groups"):
             continue

@@ -1,4 +1,4 @@
-"""Axial, coronal and sagittal slices through the tumour with segmentation, saliency and prior overlays.
+"""Axial, coronal and sagittal slices through the tumour with segmentation, heat-map and prior overlays.
 
 Arrays are 3-D (X, Y, Z) in canonical RAS on one grid (the patient's native scan grid); slices are
 drawn in the neurological convention (patient's right on the right, anterior / superior up) with
@@ -7,11 +7,11 @@ the voxel spacing as aspect ratio, so anatomy is not stretched on anisotropic sc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from vbiopsy.errors import InputError
+from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.report.figures import SEG_COLOURS
 from vbiopsy.report.plots import pyplot, png_bytes
 
@@ -51,45 +51,58 @@ def _check(name: str, array: np.ndarray | None, shape: tuple[int, ...]) -> None:
         raise InputError(name, f"shape {array.shape} differs from the anatomy's {shape}")
 
 
+HEAT_COLOURS = {"heat": "inferno", "prior": "viridis"}
+"""Matplotlib colour map of each kind of non-label layer."""
+
+
 def orthogonal_slices(anatomy: np.ndarray, spacing_mm: Sequence[float], *, seg: np.ndarray | None = None,
                       saliency: np.ndarray | None = None, prior: np.ndarray | None = None,
-                      title: str = "") -> bytes:
+                      heat_maps: Mapping[str, np.ndarray] | None = None, title: str = "") -> bytes:
     """PNG of the three planes through the tumour: one row per available layer (segmentation outlines,
-    saliency heat map, localiser prior), all on ``anatomy`` in grey.
+    each heat map, localiser prior), all on ``anatomy`` in grey. Every heat map is scaled to its own
+    99th percentile; the slices go through the tumour centroid, else the first heat map's peak.
 
     Args:
         anatomy: (X, Y, Z) image in RAS.
         spacing_mm: voxel size (3,) in mm.
-        seg: BraTS 2024 labels (X, Y, Z) or ``None``; saliency, prior: non-negative maps or ``None``.
+        seg: BraTS 2024 labels (X, Y, Z) or ``None``; prior: non-negative map or ``None``.
+        saliency: shorthand for one heat map named "saliency" (drawn before ``heat_maps``).
+        heat_maps: row title → map (X, Y, Z); the magnitude is drawn.
     """
     volume = np.asarray(anatomy, dtype=np.float32)
     if volume.ndim != 3:
         raise InputError("anatomy", f"expected a 3-D array, got shape {volume.shape}")
     if len(spacing_mm) != 3 or min(float(s) for s in spacing_mm) <= 0:
         raise InputError("spacing_mm", f"expected 3 positive voxel sizes, got {list(spacing_mm)!r}")
-    for name, array in (("seg", seg), ("saliency", saliency), ("prior", prior)):
+    heat = {} if saliency is None else {"saliency": saliency}
+    for name, array in (heat_maps or {}).items():
+        if name in heat:
+            raise ConfigError(f"heat map {name!r} given twice (as saliency and in heat_maps)")
+        heat[name] = array
+    for name, array in (("seg", seg), *heat.items(), ("prior", prior)):
         _check(name, array, volume.shape)
-    point = focus_point(seg, saliency, prior, volume.shape)
-    layers = [(name, array) for name, array in (("segmentation", seg), ("saliency", saliency), ("prior", prior))
-              if array is not None] or [("anatomy", None)]
+    point = focus_point(seg, next(iter(heat.values()), None), prior, volume.shape)
+    candidates = [("segmentation", seg, "labels"), *((name, array, "heat") for name, array in heat.items()),
+                  ("prior", prior, "prior")]
+    layers = [layer for layer in candidates if layer[1] is not None] or [("anatomy", None, "anatomy")]
     lo, hi = np.percentile(volume[volume != 0] if np.any(volume) else volume, [1, 99.5])
     plt = pyplot()
     fig, axes = plt.subplots(len(layers), 3, figsize=(8.4, 2.9 * len(layers)), squeeze=False)
-    for row, (name, layer) in zip(axes, layers):
+    for row, (name, layer, kind) in zip(axes, layers):
         for ax, plane in zip(row, PLANES):
             aspect = _aspect(plane, spacing_mm)
             ax.imshow(plane_slice(volume, plane, point), cmap="gray", origin="lower", vmin=lo,
                       vmax=max(hi, lo + 1e-6), aspect=aspect)
-            if name == "segmentation" and layer is not None:
+            if layer is not None and kind == "labels":
                 labels = plane_slice(layer, plane, point)
                 for value, colour in SEG_COLOURS.items():
                     if np.any(labels == value):
                         ax.contour(labels == value, levels=[0.5], colors=[colour], linewidths=1.0)
             elif layer is not None:
-                heat = np.abs(plane_slice(layer, plane, point)).astype(np.float32)
+                shown = np.abs(plane_slice(layer, plane, point)).astype(np.float32)
                 top = float(np.percentile(np.abs(layer[layer != 0]), 99)) if np.any(layer) else 1.0
-                ax.imshow(np.ma.masked_less_equal(heat, 0.05 * top), cmap="inferno" if name == "saliency" else "viridis",
-                          origin="lower", alpha=0.55, vmin=0.0, vmax=max(top, 1e-12), aspect=aspect)
+                ax.imshow(np.ma.masked_less_equal(shown, 0.05 * top), cmap=HEAT_COLOURS[kind], origin="lower",
+                          alpha=0.55, vmin=0.0, vmax=max(top, 1e-12), aspect=aspect)
             ax.set_title(f"{plane} · {name}", fontsize=8)
             ax.axis("off")
     if title:

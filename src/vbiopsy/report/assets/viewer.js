@@ -3,7 +3,9 @@
  * canonical RAS) and draws one slice on #vb-canvas in the neurological convention (patient's right
  * on the right, anterior/superior up) with the voxel spacing as aspect ratio. Navigation: slider,
  * arrow keys / PageUp / PageDown on the canvas, mouse wheel over the canvas. Overlays toggle with
- * their checkboxes. The current slice is written to #vb-slice-label (used by the browser test). */
+ * their checkboxes; the overlays named in payload.captions (several heat maps) are drawn one at a
+ * time, picked in #vb-heat, with their caption in #vb-heat-caption. The current slice is written to
+ * #vb-slice-label and the picked heat map to data-heat (used by the browser test). */
 (function () {
   "use strict";
   var root = document.getElementById("vb-viewer");
@@ -16,6 +18,10 @@
   var imageSelect = document.getElementById("vb-image");
   var planeSelect = document.getElementById("vb-plane");
   var boxes = Array.prototype.slice.call(root.querySelectorAll("input.vb-overlay"));
+  var heatSelect = document.getElementById("vb-heat");  // only with several heat maps
+  var heatCaption = document.getElementById("vb-heat-caption");
+  var captions = payload.captions || {};
+  function selectable(name) { return heatSelect !== null && Object.prototype.hasOwnProperty.call(captions, name); }
 
   function decode(entry) {
     var text = atob(entry.data);
@@ -54,6 +60,11 @@
     return (k * ny + col) * nz + row;
   }
 
+  function shown(name) {  // picked in the heat-map list, or its checkbox ticked
+    if (selectable(name)) { return heatSelect.value === name; }
+    return boxes.some(function (b) { return b.checked && b.value === name; });
+  }
+
   function heat(v) {  // 0..255 -> a warm colour ramp
     var t = v / 255;
     return [Math.min(255, 510 * t), Math.max(0, Math.min(255, 510 * (t - 0.35))), Math.max(0, 255 * (2 * t - 1.5))];
@@ -68,7 +79,7 @@
     canvas.height = Math.max(1, Math.round(g.rows * g.dy * scale));
     var img = ctx.createImageData(g.cols, g.rows);
     var anatomy = images[imageSelect.value];
-    var active = boxes.filter(function (b) { return b.checked; }).map(function (b) { return overlays[b.value]; });
+    var active = Object.keys(overlays).filter(shown).map(function (name) { return overlays[name]; });
     for (var row = 0; row < g.rows; row++) {
       for (var col = 0; col < g.cols; col++) {
         var v = index(plane, col, row, k);
@@ -95,6 +106,10 @@
     label.textContent = plane + " slice " + (k + 1) + " / " + g.depth;
     root.setAttribute("data-slice", String(k));
     root.setAttribute("data-plane", plane);
+    if (heatSelect) {
+      heatCaption.textContent = selectable(heatSelect.value) ? captions[heatSelect.value] : "No heat map drawn.";
+      root.setAttribute("data-heat", heatSelect.value);
+    }
   }
 
   function move(step) {
@@ -113,6 +128,7 @@
   imageSelect.addEventListener("change", draw);
   planeSelect.addEventListener("change", draw);
   boxes.forEach(function (b) { b.addEventListener("change", draw); });
+  if (heatSelect) { heatSelect.addEventListener("change", draw); }
   draw();
   root.setAttribute("data-ready", "true");
 }());
