@@ -123,8 +123,8 @@ def train(
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Processes for cutting the ROI cubes."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override optim.seed."),
     evaluate: bool = typer.Option(True, "--evaluate/--no-evaluate", help="Evaluate on the test set at the end."),
-    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out (same config): finished "
-                                                        "folds kept, the interrupted one from its last epoch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue a killed run in --out (same config, any task): "
+                                                        "finished folds kept, the interrupted one from its last epoch."),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--nondeterministic",
                                                  help="Override optim.deterministic: seed every RNG and use "
                                                       "deterministic algorithms (on by default)."),
@@ -173,12 +173,13 @@ def report(
 @app.command("export")
 @user_errors
 def export_models(
-    run_dir: Path = typer.Argument(..., help="A finished ASLNet training run folder."),
+    run_dir: Path = typer.Argument(..., help="A finished training run folder (ASLNet, MGMT-Net or diagnoser)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the exported models and export.json."),
     fmt: str = typer.Option("both", "--format", help="onnx, torchscript or both."),
 ) -> None:
     """Export each fold model and the fold ensemble to ONNX / TorchScript, with a parity check against PyTorch
-    (max |diff| <= 1e-4, written to export.json; the command fails above it) and the preprocessing metadata."""
+    (max |diff| <= 1e-4 on probabilities, 1e-3 on MGMT-Net logits, written to export.json; the command fails
+    above it) and the preprocessing metadata. A format that cannot represent a model is recorded and skipped."""
     from vbiopsy.train.export import export_formats, export_run
 
     print(f"export: {export_run(run_dir, out, formats=export_formats(fmt))}")
@@ -191,16 +192,17 @@ def predict(
     subjects: list[str] = typer.Argument(..., help="Subject IDs to predict."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for predictions.csv (and saliency maps)."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort holding the subjects (default: the run's)."),
-    saliency: bool = typer.Option(False, "--saliency", help="Write an IG saliency NIfTI per subject (scan grid)."),
+    saliency: bool = typer.Option(False, "--saliency", help="Write saliency NIfTI per subject (scan grid): IG for "
+                                  "ASLNet, Grad-CAM for the diagnoser and per MGMT-Net marker (every subject, not "
+                                  "only the config's explain.max_patients)."),
     report: bool = typer.Option(False, "--report", help="Also write <id>_report.html per subject (slices, viewer)."),
 ) -> None:
     """Predict with a run's fold ensemble; the OOF-fitted decision rule is applied."""
     from vbiopsy.train.predict import predict_subjects
     from vbiopsy.train.profile_config import ProfileConfig
     from vbiopsy.train.profile_predict import predict_profile
-    from vbiopsy.train.run import load_run_config
-
     from vbiopsy.train.diagnosis_config import DiagnosisConfig
+    from vbiopsy.train.run import load_run_config
 
     config = load_run_config(run_dir)
     if isinstance(config, DiagnosisConfig):
@@ -212,7 +214,8 @@ def predict(
 
             diagnosis_reports(config, run_dir, path, cohort)
     elif isinstance(config, ProfileConfig):
-        path = predict_profile(config, run_dir, subjects, out, cohort=cohort, report=report)
+        path = predict_profile(config, run_dir, subjects, out, cohort=cohort, report=report,
+                               saliency=True if saliency else None)
     else:
         path = predict_subjects(config, run_dir, subjects, out, cohort=cohort, saliency=saliency, report=report)
     print(f"predictions: {path}")

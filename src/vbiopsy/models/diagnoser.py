@@ -7,6 +7,13 @@ F's grid, ``w = σ(MLP(masked_average_pool(F, M)))`` and ``F_att = F ⊙ w``; th
 
 Without MCA it is ``Linear(Dropout(GAP(F)))`` (C → n_classes). Softmax belongs to the loss.
 
+Two optional additions to the head (not in the paper; off by default): ``geometry=True`` appends the
+prior's position and size (:func:`vbiopsy.models.prior_geometry.prior_geometry`, 8 numbers: the
+location cue that pooling discards), and ``clinical_features=k`` appends k clinical variables
+(e.g. age, sex), imputed and standardised inside the model with statistics the training run sets
+from its training patients (:meth:`AdaptiveDiagnoser.set_clinical_statistics`), so a checkpoint
+carries them. Both enter the same ``Linear(Dropout(·))``.
+
 ``input_prior`` decides how the localisation reaches the *input* (Table 2 rows without MCA, "Loc.
 only", where the prior removes background): ``"multiply"`` feeds ``image × M``, ``"channel"`` feeds
 ``[image, M]`` (the backbone then has in_channels + 1 inputs), ``"none"`` the whole brain unchanged.
@@ -33,6 +40,7 @@ from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.models.backbones import build_backbone
 from vbiopsy.models.film import check_int, check_rate
 from vbiopsy.models.masked_channel_attention import MaskedChannelAttention, check_unit_interval, resize_prior
+from vbiopsy.models.prior_geometry import N_GEOMETRY_FEATURES, prior_geometry
 
 InputPrior = Literal["none", "multiply", "channel"]
 INPUT_PRIORS: tuple[str, ...] = get_args(InputPrior)
@@ -61,11 +69,14 @@ class AdaptiveDiagnoser(nn.Module):
         dropout: dropout before the Linear head (the paper: 0.2).
         backbone_options: keyword options of :func:`~vbiopsy.models.backbones.build_backbone`
             (``width`` and the backbone's own options); only with a backbone name.
+        geometry: append the prior's geometry (8 features) to the head's input.
+        clinical_features: number k ≥ 0 of clinical inputs (B, k) appended to the head's input.
     """
 
     def __init__(self, backbone: str | nn.Module = "densenet", in_channels: int = 1, n_classes: int = 4, *,
                  mca: bool = True, input_prior: InputPrior = "none", reduction: int = 4, dropout: float = 0.2,
-                 backbone_options: dict[str, Any] | None = None) -> None:
+                 backbone_options: dict[str, Any] | None = None, geometry: bool = False,
+                 clinical_features: int = 0) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
@@ -73,15 +84,49 @@ class AdaptiveDiagnoser(nn.Module):
             raise ConfigError(f"mca must be True or False, got {mca!r}")
         if input_prior not in INPUT_PRIORS:
             raise ConfigError(f"input_prior must be one of {list(INPUT_PRIORS)}, got {input_prior!r}")
+        if not isinstance(geometry, bool):
+            raise ConfigError(f"geometry must be True or False, got {geometry!r}")
         self.use_mca = mca
         self.input_prior = input_prior
+        self.use_geometry = geometry
+        self.clinical_features = check_int("clinical_features", clinical_features, minimum=0)
         self.reduction = check_int("reduction", reduction)
         rate = check_rate("dropout", dropout)
         self.backbone = self._make_backbone(backbone, backbone_options)
         channels = self.backbone.out_channels
         self.mca = MaskedChannelAttention(channels, self.reduction) if mca else None
         self.dropout = nn.Dropout(rate) if rate > 0 else nn.Identity()
-        self.classifier = nn.Linear(2 * channels if mca else channels, self.n_classes)
+        k = self.clinical_features
+        if k:  # only then: a model without clinical inputs keeps the paper model's state-dict keys
+            self.register_buffer("clinical_fill", torch.zeros(k))
+            self.register_buffer("clinical_mean", torch.zeros(k))
+            self.register_buffer("clinical_std", torch.ones(k))
+        head = (2 * channels if mca else channels) + (N_GEOMETRY_FEATURES if geometry else 0) + k
+        self.classifier = nn.Linear(head, self.n_classes)
+
+    def set_clinical_statistics(self, fill: Any, mean: Any, std: Any) -> None:
+        """Imputation values and standardisation (mean, std > 0) of the k clinical inputs (training patients)."""
+        if not self.clinical_features:
+            raise ConfigError("this model has no clinical inputs (clinical_features=0)")
+        values = [torch.as_tensor(v, dtype=torch.float32).reshape(-1) for v in (fill, mean, std)]
+        for name, v in zip(("fill", "mean", "std"), values):
+            if v.numel() != self.clinical_features or not torch.isfinite(v).all():
+                raise ConfigError(f"clinical {name} must be {self.clinical_features} finite values, got {v.tolist()}")
+        if (values[2] <= 0).any():
+            raise ConfigError(f"clinical std must be positive, got {values[2].tolist()}")
+        for buffer, v in zip((self.clinical_fill, self.clinical_mean, self.clinical_std), values):
+            buffer.copy_(v)
+
+    def clinical_inputs(self, clinical: Tensor | None, batch: int, like: Tensor) -> Tensor:
+        """(B, k) standardised clinical inputs; NaN (missing) → the training fill value before scaling."""
+        if clinical is None or not isinstance(clinical, Tensor) or tuple(clinical.shape) != (batch, self.clinical_features):
+            got = tuple(clinical.shape) if isinstance(clinical, Tensor) else type(clinical).__name__
+            raise InputError("clinical", f"expected a tensor (B={batch}, {self.clinical_features}), got {got}")
+        clinical = clinical.to(like.dtype)
+        filled = torch.where(torch.isnan(clinical), self.clinical_fill.to(like.dtype), clinical)
+        if not torch.isfinite(filled).all():
+            raise InputError("clinical", "values must be finite or NaN (missing)")
+        return (filled - self.clinical_mean.to(like.dtype)) / self.clinical_std.to(like.dtype)
 
     def _make_backbone(self, backbone: str | nn.Module, options: dict[str, Any] | None) -> nn.Module:
         """The feature extractor, built from a name (input channels + 1 with a prior channel) or checked."""
@@ -118,10 +163,11 @@ class AdaptiveDiagnoser(nn.Module):
             raise InputError("prior", f"expected a float tensor of shape {expected} (the image grid), got {got}")
         check_unit_interval("prior", prior)
 
-    def forward_with_weights(self, image: Tensor, prior: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward_with_weights(self, image: Tensor, prior: Tensor | None = None,
+                             clinical: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits (B, n_classes) and the MCA channel weights w (B, C) in (0, 1) (None without MCA)."""
         self._check_inputs(image, prior)
-        needs_prior = self.mca is not None or self.input_prior != "none"
+        needs_prior = self.mca is not None or self.input_prior != "none" or self.use_geometry
         mask = whole_brain_fallback(prior, image) if needs_prior else None
         if mask is not None and self.input_prior == "multiply":
             image = image * mask
@@ -136,11 +182,18 @@ class AdaptiveDiagnoser(nn.Module):
         if self.mca is not None and mask is not None:
             attended, weights = self.mca(features, resize_prior(mask, features.shape[2:]))
             pooled = torch.cat([pooled, attended.mean(dim=(2, 3, 4))], dim=1)
-        return self.classifier(self.dropout(pooled)), weights
+        extra = []
+        if self.use_geometry and mask is not None:
+            extra.append(prior_geometry(mask).to(pooled.dtype))
+        if self.clinical_features:
+            extra.append(self.clinical_inputs(clinical, image.shape[0], pooled))
+        return self.classifier(self.dropout(torch.cat([pooled, *extra], dim=1))), weights
 
-    def forward(self, image: Tensor, prior: Tensor | None = None) -> Tensor:
-        """Logits (B, n_classes) for image (B, in_channels, X, Y, Z) and prior (B, 1, X, Y, Z) in [0, 1] or None."""
-        return self.forward_with_weights(image, prior)[0]
+    def forward(self, image: Tensor, prior: Tensor | None = None, clinical: Tensor | None = None) -> Tensor:
+        """Logits (B, n_classes) for image (B, in_channels, X, Y, Z), prior (B, 1, X, Y, Z) in [0, 1] or None
+        and, with ``clinical_features`` = k > 0, clinical values (B, k) in raw units (NaN = missing)."""
+        return self.forward_with_weights(image, prior, clinical)[0]
 
     def extra_repr(self) -> str:
-        return f"n_classes={self.n_classes}, mca={self.use_mca}, input_prior={self.input_prior!r}"
+        return (f"n_classes={self.n_classes}, mca={self.use_mca}, input_prior={self.input_prior!r}, "
+                f"geometry={self.use_geometry}, clinical_features={self.clinical_features}")

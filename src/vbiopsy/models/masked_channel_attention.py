@@ -80,7 +80,8 @@ def resize_prior(prior: Tensor, size: Sequence[int]) -> Tensor:
     target = tuple(size) if isinstance(size, Sequence) and not isinstance(size, str) else None
     if target is None or len(target) != 3:
         raise ConfigError(f"size must be 3 positive integers (x, y, z), got {size!r}")
-    target = tuple(check_int("size entries", n) for n in target)
+    # under ONNX / TorchScript tracing the sizes arrive as 0-d tensors: the grid is fixed, so take their values
+    target = tuple(check_int("size entries", int(n) if isinstance(n, Tensor) and n.dim() == 0 else n) for n in target)
     if bool(torch.isnan(prior).any()):
         raise InputError("prior", "contains NaN values")
     if target == tuple(prior.shape[2:]):

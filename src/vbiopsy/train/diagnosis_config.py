@@ -23,6 +23,9 @@ PriorSource = Literal["none", "coarse", "refined", "seg"]
 or ``seg`` — the manifest's manual segmentation (an upper bound for the localiser, never the default)."""
 InputPrior = Literal["none", "multiply", "channel"]
 Monitor = Literal["auc", "balanced_accuracy"]
+ClinicalInput = Literal["age", "sex"]
+"""Clinical variables the diagnoser's head may take (known before a biopsy; encoded as in
+:mod:`vbiopsy.train.tabular`: age in years, sex M → 0 / F → 1)."""
 
 
 class DiagnosisDataSettings(CohortSource):
@@ -69,16 +72,27 @@ class DiagnoserSettings(_Section):
                                                         "add a channel")
     reduction: int = Field(4, ge=1, le=64, description="MCA MLP channel reduction")
     dropout: float = Field(0.2, ge=0, lt=1, description="dropout before the classifier (paper: 0.2)")
+    geometry: bool = Field(False, description="give the head the prior's position and size (not in the paper)")
+    clinical: list[ClinicalInput] = Field(default_factory=list, description="clinical variables for the head, "
+                                                                            "e.g. [age] (not in the paper)")
+
+    @field_validator("clinical")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"clinical lists a variable twice: {value}")
+        return value
 
     @model_validator(mode="after")
     def _prior_needed(self) -> DiagnoserSettings:
-        uses = self.mca or self.input_prior != "none"
+        uses = self.mca or self.input_prior != "none" or self.geometry
         if self.prior == "none" and uses:
-            raise ValueError(f"model.prior is 'none' but mca={self.mca} / input_prior={self.input_prior!r} need one; "
-                             "set mca: false and input_prior: none for the no-localisation model")
+            raise ValueError(f"model.prior is 'none' but mca={self.mca} / input_prior={self.input_prior!r} / "
+                             f"geometry={self.geometry} need one; set mca: false, input_prior: none and "
+                             "geometry: false for the no-localisation model")
         if self.prior != "none" and not uses:
-            raise ValueError(f"model.prior {self.prior!r} is unused with mca: false and input_prior: none; "
-                             "set prior: none or use the prior")
+            raise ValueError(f"model.prior {self.prior!r} is unused with mca: false, input_prior: none and "
+                             "geometry: false; set prior: none or use the prior")
         return self
 
 

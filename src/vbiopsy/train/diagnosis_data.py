@@ -277,6 +277,31 @@ class DiagnosisCohort:
 
         return targets_of(self.train_labels, list(subject_ids))
 
+    def clinical(self, subject_ids: Sequence[str], features: Sequence[str]) -> np.ndarray | None:
+        """(n, k) float32 encoded clinical ``features`` of ``subject_ids`` (NaN = missing); None for no features."""
+        return clinical_matrix(self.manifest, subject_ids, features)
+
+    def dataset(self, subject_ids: Sequence[str], config: DiagnosisConfig, *, labelled: bool = False,
+                augment: bool = False, seed: int = 0) -> DiagnosisDataset:
+        """The model's inputs for ``subject_ids`` (prior and clinical variables as configured), with the
+        training-pool targets when ``labelled`` and the configured augmentation when ``augment``."""
+        ids = list(subject_ids)
+        return DiagnosisDataset([self.samples[s] for s in ids], prior=config.model.prior,
+                                targets=self.targets(ids) if labelled else None,
+                                augment=config.augment if augment else None, seed=seed,
+                                clinical=self.clinical(ids, config.model.clinical))
+
+
+def clinical_matrix(manifest: Manifest, subject_ids: Sequence[str], features: Sequence[str]) -> np.ndarray | None:
+    """(n, k) float32 encoded clinical ``features`` of ``subject_ids`` from ``manifest`` (NaN = missing; the
+    model imputes); ``None`` when ``features`` is empty."""
+    from vbiopsy.train.tabular import encode_column
+
+    if not features:
+        return None
+    frame = manifest.frame.set_index("subject_id", drop=False).loc[list(subject_ids)]
+    return np.stack([encode_column(frame, f) for f in features], axis=1).astype(np.float32)
+
 
 def make_diagnosis_splits(config: DiagnosisConfig, manifest: Manifest, run_dir: Path) -> Splits:
     """``data.splits`` if given (leakage-checked), else a stratified patient-level split; written to the run."""
@@ -317,17 +342,21 @@ def prepare_diagnosis_cohort(config: DiagnosisConfig, run_dir: Path, *,
 
 
 class DiagnosisDataset(Dataset):
-    """Items ``{"image": (1, X, Y, Z), "index": int[, "prior": (1, X, Y, Z)][, "target": int64]}``.
+    """Items ``{"image": (1, X, Y, Z), "index": int[, "prior": (1, X, Y, Z)][, "clinical": (k,)][, "target": int64]}``.
 
     Augmentation (training only) is seeded by (seed, epoch, item); ``drawn[index]`` records the last draw.
     """
 
     def __init__(self, samples: Sequence[DiagnosisSample], *, prior: str = "none", targets: np.ndarray | None = None,
-                 augment: DiagnosisAugmentSettings | None = None, seed: int = 0) -> None:
+                 augment: DiagnosisAugmentSettings | None = None, seed: int = 0,
+                 clinical: np.ndarray | None = None) -> None:
         if prior not in ("none", *PRIORS):
             raise ConfigError(f"prior must be one of none, {', '.join(PRIORS)}; got {prior!r}")
         if targets is not None and len(targets) != len(samples):
             raise ConfigError(f"{len(targets)} targets for {len(samples)} samples")
+        if clinical is not None and (np.ndim(clinical) != 2 or len(clinical) != len(samples)):
+            raise ConfigError(f"clinical must be (n={len(samples)}, k), got shape {np.shape(clinical)}")
+        self.clinical = None if clinical is None else np.asarray(clinical, dtype=np.float32)
         self.samples = list(samples)
         self.prior_name = prior
         for sample in self.samples:
@@ -355,6 +384,8 @@ class DiagnosisDataset(Dataset):
                                 "index": index}
         if prior is not None:
             item["prior"] = torch.from_numpy(np.ascontiguousarray(prior, np.float32))[None]
+        if self.clinical is not None:
+            item["clinical"] = torch.from_numpy(self.clinical[index].copy())
         if self.targets is not None:
             item["target"] = torch.as_tensor(int(self.targets[index]), dtype=torch.long)
         return item

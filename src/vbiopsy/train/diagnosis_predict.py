@@ -43,8 +43,23 @@ class CaseDiagnosis:
         return max(self.probabilities, key=self.probabilities.__getitem__)
 
 
+def case_clinical(features: Sequence[str], values: Sequence[float] | None, warnings: list[str]) -> np.ndarray | None:
+    """(k,) float32 clinical inputs for ``features`` (None without any); a missing value (NaN, or no values at
+    all) is left NaN for the model to impute, and a warning naming it is appended to ``warnings``."""
+    if not features:
+        return None
+    array = np.full(len(features), np.nan, np.float32) if values is None else np.asarray(values, np.float32)
+    if array.shape != (len(features),):
+        raise InputError("clinical", f"expected {len(features)} values ({', '.join(features)}), got {list(array)}")
+    for name, value in zip(features, array):
+        if np.isnan(value):
+            warnings.append(f"{name} missing; imputed with the training patients' value")
+    return array
+
+
 def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
-                  images: dict[str, str | Path] | None = None, subject_id: str = "") -> CaseDiagnosis:
+                  images: dict[str, str | Path] | None = None, subject_id: str = "",
+                  clinical: Sequence[float] | None = None) -> CaseDiagnosis:
     """Diagnose one scan with a finished run's fold ensemble.
 
     Args:
@@ -52,6 +67,8 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
         run_dir: a finished diagnosis run folder (``vbiopsy train`` with a ``task: diagnosis`` config).
         images: other modalities the run's localiser needs (default config: ``{"flair": path}``), same grid.
         subject_id: name used in messages and the record (default: the file name).
+        clinical: the patient's values of the run's ``model.clinical`` variables, encoded as in
+            :mod:`vbiopsy.train.tabular` (NaN = missing: imputed with the training value, with a warning).
     """
     from vbiopsy.tasks.diagnose import ensemble_probabilities, predict_probabilities
     from vbiopsy.train.diagnosis_data import (DiagnosisDataset, localize_scan, paste_to_scan,
@@ -63,10 +80,11 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
     paths: dict[str, str | Path | None] = {"image": t1c_path, **(images or {})}
     image, localisation = localize_scan(paths, config.data, name)
     sample = sample_from_localization(image, localisation, config.data, subject_id=name)
-    dataset = DiagnosisDataset([sample], prior=config.model.prior)
+    values = case_clinical(config.model.clinical, clinical, sample.record["warnings"])
+    dataset = DiagnosisDataset([sample], prior=config.model.prior, clinical=None if values is None else values[None])
     per_fold = [predict_probabilities(m, dataset) for m in models]
     prob = ensemble_probabilities(per_fold)[0]
-    cam = case_gradcam(models, sample, config.model.prior, int(np.argmax(prob)))
+    cam = case_gradcam(models, sample, config.model.prior, int(np.argmax(prob)), values)
     return CaseDiagnosis({d: float(p) for d, p in zip(DIAGNOSES, prob)}, paste_to_scan(cam, sample.record),
                          image.affine, localisation, sample.record, np.stack([f[0] for f in per_fold]))
 
@@ -79,6 +97,7 @@ def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence
     (default: the run's); every subject is checked before anything is written. Returns the CSV path."""
     from vbiopsy.data.layouts import read_cohort
     from vbiopsy.data.nifti import save_volume
+    from vbiopsy.train.diagnosis_data import clinical_matrix
 
     d = config.data
     manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
@@ -94,7 +113,10 @@ def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence
         if absent:
             raise InputError(f"subject {sid}", f"no {', '.join(absent)} image (the run needs {', '.join(needed)})")
         inputs.append((sid, row[d.modality], {m: row[m] for m in needed if m != d.modality}))
-    results = [(sid, diagnose_case(image, run_dir, images=others, subject_id=sid)) for sid, image, others in inputs]
+    clinical = clinical_matrix(manifest, list(subjects), config.model.clinical)
+    results = [(sid, diagnose_case(image, run_dir, images=others, subject_id=sid,
+                                   clinical=None if clinical is None else clinical[i]))
+               for i, (sid, image, others) in enumerate(inputs)]
     folder = ensure_writable_dir(out)
     rows = []
     for sid, case in results:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.tasks.diagnose import DiagnosisTask, ensemble_probabilities, predict_probabilities, validation_score
 from vbiopsy.train.checkpoint import load_checkpoint, save_checkpoint
 from vbiopsy.train.diagnosis_config import DiagnosisConfig, load_diagnosis_config, with_changes
-from vbiopsy.train.diagnosis_data import (DiagnosisCohort, DiagnosisDataset, DiagnosisSample, diagnosis_labels,
+from vbiopsy.train.diagnosis_data import (DiagnosisCohort, DiagnosisSample, diagnosis_labels,
                                           prepare_diagnosis_cohort)
 
 COLUMNS: list[str] = [f"p_{d}" for d in DIAGNOSES]
@@ -69,7 +70,25 @@ def build_model(config: DiagnosisConfig) -> torch.nn.Module:
         options.setdefault("image_size", max(config.data.working_shape))
     return AdaptiveDiagnoser(m.backbone, in_channels=1, n_classes=len(DIAGNOSES), mca=m.mca,
                              input_prior=m.input_prior, reduction=m.reduction, dropout=m.dropout,
-                             backbone_options=options or None)
+                             backbone_options=options or None, geometry=m.geometry,
+                             clinical_features=len(m.clinical))
+
+
+def set_clinical_statistics(model: torch.nn.Module, cohort: DiagnosisCohort, fit_ids: Sequence[str],
+                            config: DiagnosisConfig) -> None:
+    """Give the model the imputation values and standardisation of its clinical inputs, fitted on the
+    fold's training patients only (nothing to do without clinical inputs). A variable constant in those
+    patients (std at the floor) is scaled by 1, not by the floor: a test patient who differs must not
+    reach the head as a value of order 1e7."""
+    from vbiopsy.train.tabular import STD_FLOOR, TabularEncoding
+
+    features = config.model.clinical
+    if not features:
+        return
+    frame = cohort.manifest.frame.set_index("subject_id", drop=False).loc[list(fit_ids)]
+    encoding = TabularEncoding.fit(frame, features)
+    std = np.where(encoding.std > STD_FLOOR, encoding.std, 1.0)
+    model.set_clinical_statistics([encoding.fill[f] for f in features], encoding.mean, std)  # type: ignore[operator]
 
 
 def early_stopping_split(config: DiagnosisConfig, cohort: DiagnosisCohort, train_ids: list[str],
@@ -95,49 +114,61 @@ def _csv(frame: pd.DataFrame, path: Path) -> Path:
     return write_with_atomic(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
-def _predictions(model: torch.nn.Module, cohort: DiagnosisCohort, ids: list[str], prior: str) -> pd.DataFrame:
-    prob = predict_probabilities(model, DiagnosisDataset([cohort.samples[s] for s in ids], prior=prior))
+def _predictions(model: torch.nn.Module, cohort: DiagnosisCohort, ids: list[str], config: DiagnosisConfig) -> pd.DataFrame:
+    prob = predict_probabilities(model, cohort.dataset(ids, config))
     frame = pd.DataFrame(prob, columns=COLUMNS)
     frame.insert(0, "subject_id", ids)
     return frame
 
 
-def run_fold(config: DiagnosisConfig, cohort: DiagnosisCohort, fold_index: int, run_dir: Path) -> dict[str, Any]:
-    """Train fold ``fold_index``; write its weights, history, OOF (and test) predictions; return a summary."""
+def run_fold(config: DiagnosisConfig, cohort: DiagnosisCohort, fold_index: int, run_dir: Path, *,
+             resume: bool = True) -> dict[str, Any]:
+    """Train fold ``fold_index``; write its weights, history, OOF (and test) predictions; return a summary.
+
+    With ``resume`` (:mod:`vbiopsy.train.resume`), a fold already finished under this config is not
+    retrained (its stored summary is returned) and an interrupted one continues from its last epoch
+    state; without, both are redone.
+    """
     from vbiopsy.tasks.losses import class_weights
     from vbiopsy.train.fit import fit, seed_everything
+    from vbiopsy.train.resume import FoldProgress
 
     n_folds = len(cohort.splits.folds)
     if isinstance(fold_index, bool) or not isinstance(fold_index, int) or not 0 <= fold_index < n_folds:
         raise ConfigError(f"fold_index must be in 0..{len(cohort.splits.folds) - 1}, got {fold_index!r}")
     fold = cohort.splits.folds[fold_index]
     folder = ensure_writable_dir(run_dir / f"fold_{fold_index}")
+    progress = FoldProgress.start(config, folder, fold_index, resume=resume)
+    if progress.finished is not None:
+        return progress.finished
     fit_ids, stop_ids = early_stopping_split(config, cohort, list(fold.train), fold_index)
     y_fit = cohort.targets(fit_ids)
     weight = class_weights(y_fit.astype(int), len(DIAGNOSES)) if config.optim.class_weights else None
     seed = config.optim.seed * 1000 + fold_index
     seed_everything(seed, deterministic=config.optim.deterministic)
     module = DiagnosisTask(build_model(config), optim=config.optim, class_weight=weight)
-    prior = config.model.prior
-    train_set = DiagnosisDataset([cohort.samples[s] for s in fit_ids], prior=prior, targets=y_fit,
-                                 augment=config.augment, seed=seed)
-    stop_set = DiagnosisDataset([cohort.samples[s] for s in stop_ids], prior=prior, targets=cohort.targets(stop_ids))
+    set_clinical_statistics(module.model, cohort, fit_ids, config)
+    train_set = cohort.dataset(fit_ids, config, labelled=True, augment=True, seed=seed)
+    stop_set = cohort.dataset(stop_ids, config, labelled=True)
     started = time.perf_counter()
-    result = fit(module, train_set, stop_set, config.optim, seed=seed)  # type: ignore[arg-type]
+    result = fit(module, train_set, stop_set, config.optim, seed=seed, checkpoints=progress.checkpoints)
     seconds = time.perf_counter() - started
     metadata = {"task": "diagnosis", "fold": fold_index, "classes": list(DIAGNOSES),
                 "model": config.model.model_dump(mode="json"), "data": _data_metadata(config), "vbiopsy": __version__}
     save_checkpoint(folder / "model.safetensors", module.model.state_dict(), metadata)
-    oof = _predictions(module.model, cohort, list(fold.val), prior)
+    oof = _predictions(module.model, cohort, list(fold.val), config)
     oof.insert(1, "fold", fold_index)
     _csv(oof, folder / "oof_predictions.csv")
     if cohort.test_ids:
-        _csv(_predictions(module.model, cohort, list(cohort.test_ids), prior), folder / "test_predictions.csv")
+        _csv(_predictions(module.model, cohort, list(cohort.test_ids), config), folder / "test_predictions.csv")
     _csv(pd.DataFrame(result.history), folder / "history.csv")
     summary = {"fold": fold_index, "n_fit": len(fit_ids), "n_stop": len(stop_ids), "n_oof": len(fold.val),
                "seconds": round(seconds, 2), "best_epoch": result.best_epoch, "best_score": result.best_score,
-               "epochs": result.epochs, "precision": result.precision}
+               "epochs": result.epochs, "precision": result.precision, "resumed_from": result.resumed_from}
     write_text_atomic(folder / "fit.json", json.dumps(summary, indent=1) + "\n")
+    files = ["model.safetensors", "oof_predictions.csv", *(["test_predictions.csv"] if cohort.test_ids else []),
+             "history.csv", "fit.json"]
+    progress.done(files, summary)
     return summary
 
 
@@ -158,8 +189,12 @@ def patient_records(cohort: DiagnosisCohort) -> pd.DataFrame:
 
 
 def run_cross_validation(config: DiagnosisConfig, out: str | Path, *, cache_dir: Path | None = None,
-                         progress: Any = None) -> Path:
-    """Prepare the cohort, train every fold, write OOF/test predictions and per-patient records."""
+                         progress: Any = None, resume: bool = True) -> Path:
+    """Prepare the cohort, train every fold, write OOF/test predictions and per-patient records.
+
+    ``resume``: continue what a killed run of the same config left in ``out`` (see :func:`run_fold`);
+    the caller checks the folder first (:func:`vbiopsy.train.resume.check_run_folder`).
+    """
     run_dir = ensure_writable_dir(out)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
@@ -167,7 +202,7 @@ def run_cross_validation(config: DiagnosisConfig, out: str | Path, *, cache_dir:
     _csv(patient_records(cohort), run_dir / "patients.csv")
     folds = []
     for k in range(len(cohort.splits.folds)):
-        folds.append(run_fold(config, cohort, k, run_dir))
+        folds.append(run_fold(config, cohort, k, run_dir, resume=resume))
         if progress is not None:
             progress(k + 1, len(cohort.splits.folds))
     oof = pd.concat([pd.read_csv(run_dir / f"fold_{k}" / "oof_predictions.csv", dtype={"subject_id": str})
@@ -283,7 +318,8 @@ def ablation_table(config: DiagnosisConfig, out: str | Path, *, cache_dir: Path 
     variants = {}
     for name, (prior, mca) in ABLATION_ROWS.items():
         input_prior = "none" if prior == "none" else (config.model.input_prior if mca else loc_input)
-        variants[name] = {"prior": prior, "mca": mca, "input_prior": input_prior}
+        variants[name] = {"prior": prior, "mca": mca, "input_prior": input_prior,
+                          "geometry": config.model.geometry and prior != "none"}
     return _variant_table(config, Path(out), variants, "row", cache_dir)
 
 
@@ -312,15 +348,33 @@ def load_fold_models(run_dir: str | Path) -> tuple[DiagnosisConfig, list[torch.n
     return config, models
 
 
-def case_gradcam(models: list[torch.nn.Module], sample: DiagnosisSample, prior: str, target: int) -> np.ndarray:
-    """Grad-CAM (working grid, [0, 1]) of class ``target`` on each model's ``feature_module``, averaged, peak 1."""
+def clinical_inputs(config: DiagnosisConfig, subject_ids: Sequence[str], cohort: Path | None = None) -> np.ndarray | None:
+    """(n, k) clinical inputs of ``subject_ids`` read from ``cohort`` (default: the run's); None without any."""
+    if not config.model.clinical:
+        return None
+    from vbiopsy.data.layouts import read_cohort
+    from vbiopsy.train.diagnosis_data import clinical_matrix
+
+    d = config.data
+    manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
+    return clinical_matrix(manifest, subject_ids, config.model.clinical)
+
+
+def case_gradcam(models: list[torch.nn.Module], sample: DiagnosisSample, prior: str, target: int,
+                 clinical: np.ndarray | None = None) -> np.ndarray:
+    """Grad-CAM (working grid, [0, 1]) of class ``target`` on each model's ``feature_module``, averaged, peak 1
+    (``clinical``: the patient's (k,) clinical inputs when the model takes them)."""
     from vbiopsy.explain import grad_cam
     from vbiopsy.explain.gradcam import normalise_by_max
 
     image = torch.from_numpy(sample.image)[None, None]
     mask = sample.prior(prior)
     inputs = image if mask is None else (image, torch.from_numpy(mask)[None, None])
-    maps = [grad_cam(model, model.feature_module, inputs, target)[0] for model in models]  # type: ignore[arg-type]
+    extra = None if clinical is None else (torch.as_tensor(clinical, dtype=torch.float32)[None],)
+    if extra is not None and mask is None:
+        inputs, extra = image, (None, *extra)
+    maps = [grad_cam(model, model.feature_module, inputs, target, additional_forward_args=extra)[0]  # type: ignore[arg-type]
+            for model in models]
     return normalise_by_max(np.mean(maps, axis=0)[None])[0]
 
 
@@ -339,14 +393,16 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise ConfigError(f"max_patients must be an integer >= 0, got {limit!r}")
     samples_dir = Path(json.loads((run_dir / "run.json").read_text())["samples_dir"])
-    oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"subject_id": str}).sort_values("subject_id")
+    oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"subject_id": str}).sort_values("subject_id").head(limit)
+    clinical = clinical_inputs(config, list(oof["subject_id"]))
     panels, rows = [], []
-    for _, row in oof.head(limit).iterrows():
+    for i, (_, row) in enumerate(oof.iterrows()):
         sample = DiagnosisSample.load(samples_dir / f"{row['subject_id']}.npz")
         if sample is None:
             raise InputError(samples_dir, f"no cached sample for {row['subject_id']}")
         predicted = int(np.argmax(row[COLUMNS].to_numpy(dtype=float)))
-        cam = case_gradcam([models[int(row["fold"])]], sample, config.model.prior, predicted)
+        cam = case_gradcam([models[int(row["fold"])]], sample, config.model.prior, predicted,
+                           None if clinical is None else clinical[i])
         tumour = sample.priors["seg"] >= 0.5 if "seg" in sample.priors else None
         peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
         record = {"subject_id": row["subject_id"], "true": DIAGNOSES[int(row["target"])],
@@ -366,20 +422,8 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
 
 
 def train_diagnoser(config: DiagnosisConfig, out: str | Path, *, evaluate: bool = True) -> Path:
-    """What ``vbiopsy train`` does for ``task: diagnosis``: cross-validate with a progress bar, evaluate, Grad-CAM; print paths."""
-    from vbiopsy.commands import progress_bar, say
+    """What ``vbiopsy train`` does for ``task: diagnosis``: cross-validate with a progress bar, evaluate, Grad-CAM;
+    print paths (the shared :func:`vbiopsy.train.run.train`; ``vbiopsy train --resume`` continues a killed run)."""
+    from vbiopsy.train.run import train
 
-    out = Path(out)
-    if (out / "run.json").exists():
-        raise InputError(out, "already holds a finished run; choose another --out or delete it")
-    started = time.perf_counter()
-    with progress_bar("training the Adaptive-Diagnoser (folds)") as update:
-        run_dir = run_cross_validation(config, out, progress=update)
-    say(f"trained {len(list(run_dir.glob('fold_*')))} folds in {time.perf_counter() - started:.0f} s")
-    if evaluate:
-        metrics = evaluate_diagnosis(run_dir)
-        say(f"{config.data.folds}-fold " + ", ".join(f"{k} {v}" for k, v in summary_row(metrics).items()))
-    if config.explain.enabled and config.explain.max_patients:
-        print(f"grad-cam: {gradcam_overlays(run_dir)}")
-    print(f"run: {run_dir}")
-    return run_dir
+    return train(config, Path(out), evaluate=evaluate)

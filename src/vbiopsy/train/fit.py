@@ -1,5 +1,12 @@
-"""One model fit with Lightning: early stopping on the monitored score, best weights restored,
-resumable after a kill, deterministic on request.
+"""One model fit with Lightning, for every task: early stopping on the monitored score, best weights
+restored, resumable after a kill, deterministic on request.
+
+ASLNet (:class:`~vbiopsy.tasks.aslnet.AslNetTask`), MGMT-Net (:class:`~vbiopsy.tasks.profile.ProfileTask`,
+through :func:`vbiopsy.train.profile_fit.fit_profile`) and the Adaptive-Diagnoser
+(:class:`~vbiopsy.tasks.diagnose.DiagnosisTask`) all train here: the module logs ``val_score`` at
+validation and keeps a per-epoch ``history`` list; the training dataset has ``set_epoch`` (a new,
+seeded augmentation draw each epoch). Validation every ``validate_every`` epochs, or none
+(``val=None``); early stopping unless ``optim.early_stopping_patience`` is 0.
 
 The best state is kept in memory (a copy of the weights at the best validation score, strict
 improvement) instead of Lightning's pickled ``.ckpt`` files; the caller saves it as safetensors.
@@ -48,22 +55,48 @@ import copy
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.callbacks import Callback, EarlyStopping
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vbiopsy.errors import ConfigError
 from vbiopsy.tasks.aslnet import MONITOR, AslNetTask, probabilities
-from vbiopsy.train.config import OptimSettings
 from vbiopsy.train.dataset import CubeDataset
 from vbiopsy.train.resume import EpochCheckpoints, TrainingState
+
+
+class EpochDataset(Sized, Protocol):
+    """A training dataset whose augmentation draw depends on the epoch (seeded by seed, epoch, item)."""
+
+    def __getitem__(self, index: int) -> Any: ...
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
+class FitSettings(Protocol):
+    """The optimiser-section settings :func:`fit` reads (ASLNet's, MGMT-Net's and the diagnoser's all have them)."""
+
+    @property
+    def max_epochs(self) -> int: ...
+
+    @property
+    def batch_size(self) -> int: ...
+
+    @property
+    def early_stopping_patience(self) -> int: ...
+
+    @property
+    def precision(self) -> Literal["auto", "32", "bf16-mixed"]: ...
+
+    @property
+    def deterministic(self) -> bool: ...
 
 
 def seed_everything(seed: int, *, deterministic: bool = True) -> None:
@@ -117,7 +150,7 @@ def quiet_lightning() -> None:
 class _EpochSetter(Callback):
     """Tell the training dataset which epoch it is (new augmentation draw each epoch)."""
 
-    def __init__(self, dataset: CubeDataset) -> None:
+    def __init__(self, dataset: EpochDataset) -> None:
         self.dataset = dataset
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -189,13 +222,14 @@ class ShardedShuffle(Sampler[int]):
         return iter(order[self.rank:: self.replicas])
 
 
-def _loader(dataset: CubeDataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
+def _loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, workers: int = 0,
             replicas: int = 1, rank: int = 0) -> DataLoader:
     """Batches shuffled by :class:`ShardedShuffle` from a generator seeded with ``seed`` (so neither
     the number of workers nor a resume changes the order); workers seeded from the same generator
     (Lightning's ``pl_worker_init_function``)."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    sampler = ShardedShuffle(len(dataset), generator, replicas=replicas, rank=rank) if generator else None
+    size = len(dataset)  # type: ignore[arg-type]
+    sampler = ShardedShuffle(size, generator, replicas=replicas, rank=rank) if generator else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, generator=generator,
                       drop_last=False, worker_init_fn=pl_worker_init_function if workers else None)
 
@@ -205,25 +239,30 @@ class _Loaders(L.LightningDataModule):
     rank ``batch_size / world_size`` items), the whole validation set on every rank (so every rank
     computes the same score, and early stopping, keep-best and the scheduler agree)."""
 
-    def __init__(self, train: CubeDataset, val: CubeDataset, batch_size: int, *, seed: int, workers: int) -> None:
+    def __init__(self, train: EpochDataset, val: Dataset | None, batch_size: int, *, seed: int, workers: int) -> None:
         super().__init__()
         self.train, self.val, self.batch_size, self.seed, self.workers = train, val, batch_size, seed, workers
 
     def train_dataloader(self) -> DataLoader:
         world, rank = self.trainer.world_size, self.trainer.global_rank
-        return _loader(self.train, self.batch_size // world, shuffle=True, seed=self.seed, workers=self.workers,
-                       replicas=world, rank=rank)
+        return _loader(self.train, self.batch_size // world, shuffle=True, seed=self.seed,  # type: ignore[arg-type]
+                       workers=self.workers, replicas=world, rank=rank)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader:  # never requested without validation (limit_val_batches=0)
+        if self.val is None:
+            raise ConfigError("no validation set")
         return _loader(self.val, max(self.batch_size, 4), shuffle=False, workers=self.workers)
 
 
-def fit(module: AslNetTask, train: CubeDataset, val: CubeDataset, optim: OptimSettings, *, seed: int,
-        checkpoints: EpochCheckpoints | None = None, workers: int = 0, devices: int = 1,
-        nodes: int = 1) -> FitResult:
-    """Train ``module`` on ``train``, early-stop on ``val``'s score, restore the best weights.
+def fit(module: L.LightningModule, train: EpochDataset, val: Dataset | None, optim: FitSettings, *, seed: int,
+        checkpoints: EpochCheckpoints | None = None, workers: int = 0, devices: int = 1, nodes: int = 1,
+        validate_every: int = 1) -> FitResult:
+    """Train ``module`` (it has ``model`` and ``history``) on ``train``, early-stop on ``val``'s score,
+    restore the best weights.
 
     Args:
+        val: scored every ``validate_every`` epochs (the module logs ``val_score``); ``None``: no
+            validation (then no early stopping, and the last weights are kept).
         checkpoints: keep a resumable state there, and resume from it when it already exists.
         workers: data-loader worker processes (0: load in this process).
         devices: processes of a Lightning DDP run (gloo on CPU, NCCL on GPUs); ``optim.batch_size``
@@ -231,12 +270,12 @@ def fit(module: AslNetTask, train: CubeDataset, val: CubeDataset, optim: OptimSe
             program (Lightning's launcher starts the others by re-running the command; ``torchrun``
             or SLURM start them all), see :mod:`vbiopsy.train.resume`.
         nodes: machines of a multi-node DDP run (``devices`` processes on each).
+        validate_every: epochs between two validations (MGMT-Net's whole-volume validation is slow).
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ConfigError(f"workers must be a non-negative integer, got {workers!r}")
-    for name, value in (("devices", devices), ("nodes", nodes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    for name, value, least in (("workers", workers, 0), ("devices", devices, 1), ("nodes", nodes, 1),
+                               ("validate_every", validate_every, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     if optim.batch_size % (devices * nodes):
         raise ConfigError(f"optim.batch_size {optim.batch_size} must be divisible by the {devices * nodes} DDP "
                           "processes (devices × nodes): it is the effective batch, split across them")
@@ -245,23 +284,26 @@ def fit(module: AslNetTask, train: CubeDataset, val: CubeDataset, optim: OptimSe
     keep = _KeepBest()
     precision = resolve_precision(optim.precision)
     resumable = [] if checkpoints is None else [TrainingState(checkpoints)]
+    stopping = [] if val is None or not optim.early_stopping_patience else [
+        EarlyStopping(MONITOR, mode="max", patience=optim.early_stopping_patience, min_delta=0.0, check_finite=False)]
     trainer = L.Trainer(
         max_epochs=optim.max_epochs, accelerator="auto", devices=devices, precision=precision,  # type: ignore[arg-type]
         num_nodes=nodes, strategy="ddp" if devices * nodes > 1 else "auto", use_distributed_sampler=False,
-        callbacks=[*resumable, _EpochSetter(train), keep,
-                   EarlyStopping(MONITOR, mode="max", patience=optim.early_stopping_patience, min_delta=0.0,
-                                 check_finite=False)],
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, deterministic="warn" if optim.deterministic else None, gradient_clip_val=None)
+        callbacks=[*resumable, _EpochSetter(train), keep, *stopping], logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        check_val_every_n_epoch=min(validate_every, optim.max_epochs), limit_val_batches=None if val is not None else 0,
+        deterministic="warn" if optim.deterministic else None, gradient_clip_val=None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=".*check_val_every_n_epoch.*")
         warnings.filterwarnings("ignore", message=".*sync_dist=True.*")  # every rank scores the whole val set
         trainer.fit(module, datamodule=_Loaders(train, val, optim.batch_size, seed=seed, workers=workers))
     if keep.best_state is not None:
-        module.model.load_state_dict(keep.best_state)
-    return FitResult(keep.best_epoch, keep.best_score, int(trainer.current_epoch), precision, list(module.history),
+        module.model.load_state_dict(keep.best_state)  # type: ignore[union-attr,operator]
+    return FitResult(keep.best_epoch, keep.best_score, int(trainer.current_epoch), precision,
+                     list(module.history),  # type: ignore[arg-type]
                      resumable[0].resumed_from if resumable else None, int(trainer.world_size))
 
 

@@ -7,6 +7,10 @@ model is trained on tumour-centred patches of the fold's training patients and s
 whole-volume validation (WT Dice, marker AUC); validation patients are then predicted once
 (out-of-fold: segmentation NIfTI on the scan grid + marker probabilities); test patients are
 predicted by the fold ensemble (mean class and marker probabilities).
+
+Resumable (:mod:`vbiopsy.train.resume`): a fold whose ``done.json`` matches the config is skipped;
+an interrupted fold continues from its last epoch state; the test-set ensemble and ``run.json``
+are recomputed from the fold files, so a resumed run's outputs equal an uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -180,17 +184,28 @@ def write_predictions(predictions: list[tuple[CasePrediction, ProfileCase]], con
     return frame
 
 
-def run_profile_fold(config: ProfileConfig, cohort: ProfileCohort, k: int, run_dir: Path) -> dict[str, Any]:
-    """Train fold ``k``; write its weights, history and out-of-fold predictions; return a summary."""
+def run_profile_fold(config: ProfileConfig, cohort: ProfileCohort, k: int, run_dir: Path, *,
+                     resume: bool = True) -> dict[str, Any]:
+    """Train fold ``k``; write its weights, history and out-of-fold predictions; return a summary.
+
+    With ``resume``, a fold already finished under this config is not retrained (its stored summary
+    is returned) and an interrupted one continues from its last epoch state; without, both are redone.
+    """
     from vbiopsy.tasks.losses import marker_pos_weight
     from vbiopsy.tasks.profile import ProfileTask
     from vbiopsy.train.checkpoint import save_checkpoint
     from vbiopsy.train.fit import seed_everything
     from vbiopsy.train.profile_fit import fit_profile
     from vbiopsy.train.profile_patches import PatchDataset
+    from vbiopsy.train.resume import FoldProgress
 
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(cohort.splits.folds):
+        raise ConfigError(f"fold index must be in 0..{len(cohort.splits.folds) - 1}, got {k!r}")
     fold = cohort.splits.folds[k]
     folder = ensure_writable_dir(run_dir / f"fold_{k}")
+    progress = FoldProgress.start(config, folder, k, resume=resume)
+    if progress.finished is not None:
+        return progress.finished
     train = [cohort.cases[s] for s in fold.train]
     val = [cohort.cases[s] for s in fold.val]
     seed = config.optim.seed * 1000 + k
@@ -201,7 +216,7 @@ def run_profile_fold(config: ProfileConfig, cohort: ProfileCohort, k: int, run_d
     patches = PatchDataset(train, config.augment.patch, config.augment, seed=seed,
                            length=config.optim.patches_per_epoch)
     started = time.perf_counter()
-    result = fit_profile(module, patches, config, seed=seed)
+    result = fit_profile(module, patches, config, seed=seed, checkpoints=progress.checkpoints)
     seconds = time.perf_counter() - started
     save_checkpoint(folder / "model.safetensors", module.model.state_dict(), model_metadata(config, k))
     model.eval()
@@ -213,6 +228,9 @@ def run_profile_fold(config: ProfileConfig, cohort: ProfileCohort, k: int, run_d
                "pos_weight": [round(float(w), 4) for w in pos_weight], **asdict(result)}
     summary.pop("history")
     write_text_atomic(folder / "fit.json", json.dumps(summary, indent=1) + "\n")
+    files = ["model.safetensors", "oof/predictions.csv", *(f"oof/seg/{c.subject_id}.nii.gz" for c in val),
+             "history.csv", "fit.json"]
+    progress.done(files, summary)
     return summary
 
 
@@ -234,8 +252,13 @@ def load_profile_ensemble(config: ProfileConfig, run_dir: Path) -> ProfileEnsemb
     return ProfileEnsemble(models).eval()
 
 
-def run_profile(config: ProfileConfig, out: str | Path, *, progress: Any = None) -> Path:
-    """Train every fold, predict the test set with the fold ensemble, write ``run.json``."""
+def run_profile(config: ProfileConfig, out: str | Path, *, progress: Any = None, resume: bool = True) -> Path:
+    """Train every fold, predict the test set with the fold ensemble, write ``run.json``.
+
+    ``resume``: continue what a killed run of the same config left in ``out`` (see
+    :func:`run_profile_fold`); the caller checks the folder first
+    (:func:`vbiopsy.train.resume.check_run_folder`).
+    """
     run_dir = ensure_writable_dir(out)
     save_config(config, run_dir / "config.yaml")
     started = time.perf_counter()
@@ -243,7 +266,7 @@ def run_profile(config: ProfileConfig, out: str | Path, *, progress: Any = None)
     n_folds = len(cohort.splits.folds)
     folds = []
     for k in range(n_folds):
-        folds.append(run_profile_fold(config, cohort, k, run_dir))
+        folds.append(run_profile_fold(config, cohort, k, run_dir, resume=resume))
         if progress is not None:
             progress(k + 1, n_folds)
     if cohort.test_ids:

@@ -1,31 +1,37 @@
-"""Resuming an ASLNet training run after a crash or ``kill -9`` (``vbiopsy train ... --resume``).
+"""Resuming a training run after a crash or ``kill -9`` (``vbiopsy train ... --resume``), for every
+task: ASLNet (grade, survival, survival_cox), MGMT-Net (``profile``) and the Adaptive-Diagnoser
+(``diagnosis``).
 
 A run folder is built so that a kill at any instant loses at most the epoch in progress:
 
 - every file is written under a temporary name and renamed (:mod:`vbiopsy.atomic`);
-- ROI cubes (the training command's preprocessing) are cached per patient, keyed by the input
-  files' contents and the ROI settings, so a resumed run cuts only the missing ones;
+- the training command's preprocessing is cached per patient, keyed by the input files' contents
+  and the settings (ASLNet ROI cubes, MGMT-Net working-grid cases, diagnoser samples), so a resumed
+  run redoes only the missing patients;
 - inside a fold, :class:`TrainingState` saves the whole training state at the start of every
-  ``optim.checkpoint_every``-th epoch to ``fold_K/training_state.safetensors`` — weights,
-  optimizer and scheduler states, early-stopping and keep-best states, history, the metrics
-  callbacks read, Python / NumPy / torch (CPU, CUDA) / loader-generator RNG states — as
-  safetensors + JSON (:func:`vbiopsy.train.checkpoint.save_state`; no pickle, atomic rename), and a
-  new fit restores all of it and continues at that epoch. Lightning's own ``ckpt_path`` restore is
-  not used: it unpickles, and it skips the plateau scheduler's step on the resumed epoch;
+  ``optim.checkpoint_every``-th epoch (every epoch for the tasks whose config has no such key) to
+  ``fold_K/training_state.safetensors`` — weights, optimizer and scheduler states, early-stopping
+  and keep-best states, history, the metrics callbacks read, Python / NumPy / torch (CPU, CUDA) /
+  loader-generator RNG states — as safetensors + JSON (:func:`vbiopsy.train.checkpoint.save_state`;
+  no pickle, atomic rename), and a new fit restores all of it and continues at that epoch.
+  Lightning's own ``ckpt_path`` restore is not used: it unpickles, and it skips the plateau
+  scheduler's step on the resumed epoch. Every task trains through the one
+  :func:`vbiopsy.train.fit.fit`, so all three share this;
 - a finished fold writes ``fold_K/done.json`` last, naming its files and the run's config
-  fingerprint; only then is its training state deleted;
-- post-hoc rules, the clinical-only baseline, ``run.json`` and the evaluation are pure functions of
-  the fold files, recomputed on resume.
+  fingerprint; only then is its training state deleted (:class:`FoldProgress`);
+- everything after the folds (test-set ensemble, post-hoc rules, the clinical-only baseline,
+  ``run.json``, the evaluation) is a pure function of the fold files, recomputed on resume.
 
 ``--resume`` therefore skips finished folds, continues the interrupted one from its last epoch
 state and recomputes the rest, and the final OOF/test predictions and ``metrics.json`` equal an
-uninterrupted run's bit for bit on CPU (tested by killing a real ``vbiopsy train`` process).
+uninterrupted run's bit for bit on CPU (tested by killing a real ``vbiopsy train`` process, and by
+an exception injected mid-fold for each task).
 ``--resume`` refuses a folder whose saved ``config.yaml`` differs from the given config (naming
-the first differing key); keys that cannot change results (:data:`NEUTRAL_KEYS`) may differ.
-``--resume`` on a folder that holds no run starts one, so a cluster job script can always pass it.
-Without ``--resume``, a folder holding an unfinished run with trained epochs is refused rather
-than silently overwritten. Under DDP every process resumes from the same files; rank 0 alone
-writes them.
+the first differing key, or the task); keys that cannot change results (:data:`NEUTRAL_KEYS`) may
+differ. ``--resume`` on a folder that holds no run starts one, so a cluster job script can always
+pass it. Without ``--resume``, a folder holding an unfinished run with trained epochs is refused
+rather than silently overwritten. Under DDP (ASLNet) every process resumes from the same files;
+rank 0 alone writes them.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from vbiopsy.atomic import write_text_atomic
+from vbiopsy.config import ConfigSection
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.train.checkpoint import first_difference, load_state, save_state
 from vbiopsy.train.config import TrainConfig
@@ -181,20 +188,34 @@ def _generators(trainer: L.Trainer) -> list[torch.Generator]:
     return [generator] if isinstance(generator, torch.Generator) else []
 
 
-def _config_tree(config: TrainConfig) -> dict[str, Any]:
-    """The config as JSON without :data:`NEUTRAL_KEYS`."""
+def _config_tree(config: ConfigSection) -> dict[str, Any]:
+    """The config as JSON without :data:`NEUTRAL_KEYS` (a key its task's config does not have is skipped)."""
     tree = config.model_dump(mode="json")
     for key in NEUTRAL_KEYS:
         section, name = key.split(".")
-        tree[section].pop(name, None)
+        if isinstance(tree.get(section), dict):
+            tree[section].pop(name, None)
     return tree
 
 
-def config_fingerprint(config: TrainConfig) -> str:
+def _check_run_config(config: Any) -> None:
+    """ConfigError unless ``config`` is a task's training config (a config section with a ``task``)."""
+    if not isinstance(config, ConfigSection) or not isinstance(getattr(config, "task", None), str):
+        raise ConfigError(f"config must be a training config (TrainConfig, ProfileConfig or DiagnosisConfig), "
+                          f"got {type(config).__name__}")
+
+
+def config_fingerprint(config: ConfigSection) -> str:
     """SHA-256 of the result-relevant config (canonical JSON); stamped on fold markers and training states."""
-    if not isinstance(config, TrainConfig):
-        raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}")
+    _check_run_config(config)
     return hashlib.sha256(json.dumps(_config_tree(config), sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_every(config: ConfigSection) -> int:
+    """Epochs between two training-state saves: ``optim.checkpoint_every`` where the task's config has
+    it (ASLNet), else 1 (MGMT-Net and the diagnoser: a kill loses at most the epoch in progress)."""
+    _check_run_config(config)
+    return int(getattr(getattr(config, "optim", None), "checkpoint_every", 1))
 
 
 def completed_fold(folder: Path, fingerprint: str) -> dict[str, Any] | None:
@@ -223,6 +244,48 @@ def mark_fold_done(folder: Path, fingerprint: str, files: list[str], summary: di
     return path
 
 
+@dataclass(frozen=True)
+class FoldProgress:
+    """One fold's resumable bookkeeping in ``folder``: its epoch states, and whether it is finished.
+
+    Build it with :meth:`start`; train with :attr:`checkpoints` unless :attr:`finished` holds a
+    summary; call :meth:`done` once every file of the fold is written.
+    """
+
+    folder: Path
+    checkpoints: EpochCheckpoints
+    finished: dict[str, Any] | None = None
+    """The stored summary of a fold already finished under this config (then: do not train it)."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.folder, Path) or not isinstance(self.checkpoints, EpochCheckpoints):
+            raise ConfigError(f"FoldProgress needs a pathlib.Path and EpochCheckpoints, got "
+                              f"{type(self.folder).__name__} and {type(self.checkpoints).__name__}")
+        if self.finished is not None and not isinstance(self.finished, dict):
+            raise ConfigError(f"FoldProgress.finished must be a dict or None, got {type(self.finished).__name__}")
+
+    @classmethod
+    def start(cls, config: ConfigSection, folder: Path, fold: int, *, resume: bool) -> FoldProgress:
+        """The fold's progress: with ``resume``, a fold finished under ``config`` is reported as such and an
+        interrupted one will continue from its epoch state; without, both are redone from scratch."""
+        if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+            raise ConfigError(f"fold must be a non-negative integer, got {fold!r}")
+        folder = Path(folder)
+        fingerprint = config_fingerprint(config)
+        store = EpochCheckpoints(folder / TRAINING_STATE, {"fingerprint": fingerprint, "fold": fold},
+                                 every=checkpoint_every(config))
+        if resume and (summary := completed_fold(folder, fingerprint)) is not None:
+            return cls(folder, store, summary)
+        (folder / FOLD_DONE).unlink(missing_ok=True)
+        if not resume:
+            store.path.unlink(missing_ok=True)
+        return cls(folder, store)
+
+    def done(self, files: list[str], summary: dict[str, Any]) -> Path:
+        """Mark the fold finished (:func:`mark_fold_done`): ``files`` relative to the fold folder."""
+        return mark_fold_done(self.folder, str(self.checkpoints.identity["fingerprint"]), files, summary)
+
+
 def run_status(out: Path) -> RunStatus:
     """``new`` (no config saved, or nothing trained yet), ``unfinished`` (some fold trained or
     training) or ``trained`` (``run.json`` written: only evaluation/explanations may remain)."""
@@ -234,13 +297,14 @@ def run_status(out: Path) -> RunStatus:
     return "unfinished" if progress else "new"
 
 
-def check_run_folder(config: TrainConfig, out: Path, *, resume: bool) -> RunStatus:
+def check_run_folder(config: AnyConfig, out: Path, *, resume: bool) -> RunStatus:
     """Refuse what must not happen to ``out``; return its :func:`run_status`.
 
     Raises:
-        ConfigError: ``resume`` and the saved config differs from ``config`` (first key named).
+        ConfigError: ``resume`` and the saved config differs from ``config`` (its task or first key named).
         InputError: not ``resume`` and ``out`` holds an unfinished run (it would be overwritten).
     """
+    _check_run_config(config)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(out, "run folder path exists and is not a folder")
@@ -250,8 +314,9 @@ def check_run_folder(config: TrainConfig, out: Path, *, resume: bool) -> RunStat
         from vbiopsy.train.run import load_train_config
 
         saved = load_train_config(saved_path)
-        if not isinstance(saved, TrainConfig):
-            raise ConfigError(f"--resume: {saved_path} is a {saved.task!r} run, the given config is {config.task!r}")
+        if type(saved) is not type(config) or saved.task != config.task:
+            raise ConfigError(f"--resume: {saved_path} is a {saved.task!r} run, the given config is {config.task!r}; "
+                              "resume with the run's config or choose another --out")
         diff = first_difference(_config_tree(saved), _config_tree(config))
         if diff:
             raise ConfigError(f"--resume: {saved_path} differs from the given config at {diff[0]} (run has "
@@ -266,36 +331,17 @@ def check_run_folder(config: TrainConfig, out: Path, *, resume: bool) -> RunStat
     return status
 
 
-def finish_run(config: TrainConfig, run_dir: Path, *, evaluate: bool = True) -> Path:
-    """The steps after cross-validation (evaluation on the test set, explanations), for a run whose
-    training finished before it was interrupted."""
-    from vbiopsy.train.run import evaluate_run
-
-    if evaluate:
-        evaluate_run(run_dir)
-    if config.explain.enabled:
-        from vbiopsy.train.explain_run import explain_run
-
-        print(f"explanations: {explain_run(config, run_dir)}")
-    print(f"run: {run_dir}")
-    return run_dir
-
-
 def train_command(config: AnyConfig, out: Path, *, evaluate: bool = True, resume: bool = False) -> Path:
-    """What ``vbiopsy train [--resume]`` does: check the run folder, then train (continuing whatever a
-    killed run left) or only finish a run whose training is complete."""
-    from vbiopsy.train.run import train
-
-    if not isinstance(config, TrainConfig):
-        if resume:
-            raise ConfigError(f"--resume supports the ASLNet tasks (grade, survival, survival_cox), not {config.task!r}")
-        return train(config, out, evaluate=evaluate)
+    """What ``vbiopsy train [--resume]`` does for any task: check the run folder, then train (continuing
+    whatever a killed run left) or only finish a run whose training is complete."""
     from vbiopsy.train.fit import global_rank
+    from vbiopsy.train.run import finish_run, train
 
-    if global_rank() != 0:  # a DDP worker (started by Lightning, torchrun or SLURM): its share of the fits only
+    _check_run_config(config)
+    if isinstance(config, TrainConfig) and global_rank() != 0:  # a DDP worker (Lightning, torchrun, SLURM)
         from vbiopsy.train.cross_validation import run_cross_validation
 
-        return run_cross_validation(config, Path(out))
+        return run_cross_validation(config, Path(out))  # its share of the fits only
     status = check_run_folder(config, Path(out), resume=resume)
     if resume and status == "trained":
         return finish_run(config, Path(out), evaluate=evaluate)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,29 +39,50 @@ def load_train_config(path: str | Path | None, overrides: dict[str, Any] | None 
     return build_config(model, data, str(path) if path is not None else "options")  # type: ignore[return-value]
 
 
-def train(config: AnyConfig, out: Path, *, evaluate: bool = True) -> Path:
-    """Cross-validate, then (by default) evaluate on the held-out test set; print the outputs."""
-    from vbiopsy.commands import progress_bar, say
-    from vbiopsy.train.cross_validation import run_cross_validation
-    from vbiopsy.train.profile_run import run_profile
-
+def _runner(config: AnyConfig) -> tuple[Callable[..., Path], str]:
+    """The cross-validation runner of ``config``'s task (``runner(config, out, progress=, resume=)``) and its label."""
     if isinstance(config, DiagnosisConfig):
-        from vbiopsy.train.diagnosis_run import train_diagnoser
+        from vbiopsy.train.diagnosis_run import run_cross_validation as run_diagnosis
 
-        return train_diagnoser(config, out, evaluate=evaluate)
-    if out.exists() and (out / "run.json").exists():
+        return run_diagnosis, "training the Adaptive-Diagnoser (folds)"
+    if isinstance(config, ProfileConfig):
+        from vbiopsy.train.profile_run import run_profile
+
+        return run_profile, "training MGMT-Net (folds)"
+    from vbiopsy.train.cross_validation import run_cross_validation
+
+    return run_cross_validation, f"training {config.task} (folds)"
+
+
+def train(config: AnyConfig, out: Path, *, evaluate: bool = True) -> Path:
+    """Cross-validate (continuing what a killed run of the same config left in ``out``; the caller
+    checks the folder first, see :func:`vbiopsy.train.resume.train_command`), then :func:`finish_run`."""
+    from vbiopsy.commands import progress_bar, say
+
+    out = Path(out)
+    if (out / "run.json").exists():
         raise InputError(out, "already holds a finished run; choose another --out or delete it")
     started = time.perf_counter()
-    runner = run_profile if isinstance(config, ProfileConfig) else run_cross_validation
-    with progress_bar(f"training {config.task} (folds)") as update:
-        run_dir = runner(config, out, progress=update)  # type: ignore[arg-type]
+    runner, label = _runner(config)
+    with progress_bar(label) as update:
+        run_dir = runner(config, out, progress=update)
     say(f"trained {len(list(run_dir.glob('fold_*')))} folds in {time.perf_counter() - started:.0f} s")
-    if isinstance(config, TrainConfig):  # evaluation + explanations, shared with a resumed run
-        from vbiopsy.train.resume import finish_run
+    return finish_run(config, run_dir, evaluate=evaluate)
 
-        return finish_run(config, run_dir, evaluate=evaluate)
+
+def finish_run(config: AnyConfig, run_dir: Path, *, evaluate: bool = True) -> Path:
+    """The steps after cross-validation, also for a run whose training finished before it was interrupted:
+    evaluation on the test set, then the task's explanations (ASLNet: IG + Shapley; diagnoser: Grad-CAM)."""
     if evaluate:
         evaluate_run(run_dir)
+    if isinstance(config, TrainConfig) and config.explain.enabled:
+        from vbiopsy.train.explain_run import explain_run
+
+        print(f"explanations: {explain_run(config, run_dir)}")
+    if isinstance(config, DiagnosisConfig) and config.explain.enabled and config.explain.max_patients:
+        from vbiopsy.train.diagnosis_run import gradcam_overlays
+
+        print(f"grad-cam: {gradcam_overlays(run_dir)}")
     print(f"run: {run_dir}")
     return run_dir
 
@@ -72,9 +94,11 @@ def evaluate_run(run_dir: Path) -> Path:
 
     config = load_run_config(run_dir)
     if isinstance(config, DiagnosisConfig):
-        from vbiopsy.train.diagnosis_run import evaluate_diagnosis
+        from vbiopsy.commands import say
+        from vbiopsy.train.diagnosis_run import evaluate_diagnosis, summary_row
 
-        evaluate_diagnosis(run_dir)
+        metrics = evaluate_diagnosis(run_dir)
+        say(f"{config.data.folds}-fold " + ", ".join(f"{k} {v}" for k, v in summary_row(metrics).items()))
         metrics_path = run_dir / "metrics.json"
     else:
         metrics_path = evaluate_profile(config, run_dir) if isinstance(config, ProfileConfig) else evaluate(config, run_dir)

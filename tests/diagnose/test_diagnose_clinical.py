@@ -1,0 +1,84 @@
+"""A diagnoser run whose head also reads the prior's geometry and the patient's age: statistics fitted on
+the training patients only, carried by the checkpoint, the same probabilities at predict time, and a
+patient without an age still diagnosed (imputed, with a warning)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from vbiopsy.data.layouts import read_cohort
+from vbiopsy.data.phantoms import PhantomConfig, generate_cohort
+from vbiopsy.data.schema import DIAGNOSES
+from vbiopsy.errors import InputError
+from vbiopsy.train.checkpoint import load_checkpoint
+from vbiopsy.train.diagnosis_config import load_diagnosis_config
+from vbiopsy.train.diagnosis_predict import case_clinical, predict_diagnosis
+from vbiopsy.train.diagnosis_run import gradcam_overlays, run_cross_validation
+
+pytestmark = pytest.mark.slow
+COLUMNS = [f"p_{d}" for d in DIAGNOSES]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("clinical")
+    generate_cohort(PhantomConfig(n_patients=12, shape=(32, 36, 32), seed=20,
+                                  diagnosis_mix={d: 0.25 for d in DIAGNOSES}), root / "cohort")
+    config = load_diagnosis_config(None, {
+        "data": {"cohort": str(root / "cohort"), "folds": 2, "test_fraction": 0.25, "working_shape": [16, 16, 16],
+                 "early_stopping_fraction": 0.0,
+                 "localizer": {"require_lesion": False, "refine": {"steps": 20}}},
+        "model": {"backbone_options": {"width": "tiny"}, "geometry": True, "clinical": ["age", "sex"]},
+        "optim": {"max_epochs": 2, "precision": "32", "lr": 1e-3, "seed": 0}, "explain": {"max_patients": 2}})
+    return run_cross_validation(config, root / "run")
+
+
+def test_clinical_statistics_come_from_the_fold_training_patients(run: Path) -> None:
+    splits = json.loads((run / "splits.json").read_text())
+    frame = read_cohort(run.parent / "cohort").frame.set_index("subject_id")
+    for k, fold in enumerate(splits["folds"]):
+        state, meta = load_checkpoint(run / f"fold_{k}" / "model.safetensors")
+        ages = frame.loc[fold["train"], "age"].astype(float).to_numpy()
+        sex = (frame.loc[fold["train"], "sex"] == "F").astype(float).to_numpy()
+        np.testing.assert_allclose(state["clinical_mean"].numpy(), [ages.mean(), sex.mean()], rtol=1e-6)
+        expected_std = [s if s > 0 else 1.0 for s in (ages.std(), sex.std())]  # a constant column is scaled by 1
+        np.testing.assert_allclose(state["clinical_std"].numpy(), expected_std, rtol=1e-5)
+        assert meta["model"]["clinical"] == ["age", "sex"] and meta["model"]["geometry"] is True
+
+
+def test_predict_reproduces_the_test_predictions_and_imputes_a_missing_age(run: Path, tmp_path: Path) -> None:
+    config = load_diagnosis_config(run / "config.yaml")
+    test_ids = json.loads((run / "splits.json").read_text())["test"][:2]
+    out = predict_diagnosis(config, run, test_ids, tmp_path / "pred", saliency=False)
+    pred = pd.read_csv(out, dtype={"subject_id": str}).set_index("subject_id")
+    test = pd.read_csv(run / "test_predictions.csv", dtype={"subject_id": str}).set_index("subject_id")
+    np.testing.assert_allclose(pred.loc[test_ids, COLUMNS], test.loc[test_ids, COLUMNS], atol=1e-5)
+    assert pred["warnings"].isna().all()
+
+    manifest = read_cohort(run.parent / "cohort")
+    manifest.frame.loc[manifest.frame["subject_id"] == test_ids[0], "age"] = None
+    edited = manifest.to_csv(tmp_path / "no_age.csv")
+    out = predict_diagnosis(config, run, test_ids[:1], tmp_path / "pred2", cohort=edited, saliency=False)
+    row = pd.read_csv(out, dtype={"subject_id": str}).iloc[0]
+    assert "age missing" in row["warnings"]
+    assert not np.allclose(row[COLUMNS].to_numpy(dtype=float), test.loc[test_ids[0], COLUMNS].to_numpy(dtype=float))
+
+
+def test_gradcam_runs_with_clinical_inputs(run: Path) -> None:
+    summary = json.loads(gradcam_overlays(run).read_text())
+    assert len(summary["patients"]) == 2
+
+
+def test_case_clinical_checks_the_count_and_names_missing_values() -> None:
+    warnings: list[str] = []
+    values = case_clinical(["age", "sex"], [float("nan"), 1.0], warnings)
+    assert np.isnan(values[0]) and values[1] == 1.0 and warnings == ["age missing; imputed with the training "
+                                                                     "patients' value"]
+    assert case_clinical([], None, warnings) is None
+    with pytest.raises(InputError, match="expected 2 values"):
+        case_clinical(["age", "sex"], [50.0], [])

@@ -1,0 +1,114 @@
+"""The diagnoser head's optional inputs: the prior's geometry (checked by hand / numpy) and clinical variables."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vbiopsy.errors import ConfigError, InputError
+from vbiopsy.models.diagnoser import AdaptiveDiagnoser
+from vbiopsy.models.prior_geometry import N_GEOMETRY_FEATURES, VOLUME_EPS, VOLUME_SCALE, prior_geometry
+
+torch.set_num_threads(1)
+TINY = {"width": "tiny"}
+
+
+def test_geometry_of_a_single_voxel_by_hand() -> None:
+    prior = torch.zeros(1, 1, 4, 5, 2)
+    prior[0, 0, 0, 4, 1] = 1.0
+    g = prior_geometry(prior)[0]
+    # voxel-centre coordinates in [-1, 1]: index i of n → (i + 0.5) / n · 2 − 1
+    assert g[:3].tolist() == pytest.approx([-0.75, 0.8, 0.5])
+    assert g[3].item() == pytest.approx(0.75)  # |x|
+    assert g[4:7].tolist() == pytest.approx([0.0, 0.0, 0.0], abs=1e-6)  # no spread
+    assert g[7].item() == pytest.approx(math.log(1 / 40 + VOLUME_EPS) / VOLUME_SCALE)
+
+
+def test_geometry_matches_numpy_for_a_soft_prior() -> None:
+    rng = np.random.default_rng(0)
+    prior = rng.random((2, 1, 6, 7, 8)).astype(np.float32) ** 4
+    g = prior_geometry(torch.from_numpy(prior)).numpy()
+    assert g.shape == (2, N_GEOMETRY_FEATURES)
+    for b in range(2):
+        m = prior[b, 0].astype(np.float64)
+        axes = [np.linspace(-1 + 1 / n, 1 - 1 / n, n) for n in m.shape]
+        grid = np.stack(np.meshgrid(*axes, indexing="ij"))
+        w = m / m.sum()
+        centre = (grid * w).sum(axis=(1, 2, 3))
+        spread = np.sqrt((((grid - centre[:, None, None, None]) ** 2) * w).sum(axis=(1, 2, 3)))
+        volume = np.log(m.sum() / m.size + VOLUME_EPS) / VOLUME_SCALE
+        np.testing.assert_allclose(g[b], [*centre, abs(centre[0]), *spread, volume], rtol=1e-4, atol=1e-5)
+
+
+def test_geometry_sees_a_left_right_flip_only_in_the_signed_x() -> None:
+    prior = torch.zeros(1, 1, 8, 8, 8)
+    prior[0, 0, 1:3, 2:6, 3:5] = 1.0
+    g, flipped = prior_geometry(prior)[0], prior_geometry(prior.flip(2))[0]
+    assert flipped[0].item() == pytest.approx(-g[0].item())
+    torch.testing.assert_close(flipped[1:], g[1:])
+
+
+def test_geometry_refuses_a_wrong_shape() -> None:
+    with pytest.raises(InputError, match="prior"):
+        prior_geometry(torch.zeros(1, 2, 4, 4, 4))
+
+
+def test_geometry_changes_the_prediction_with_where_the_prior_is() -> None:
+    torch.manual_seed(0)
+    model = AdaptiveDiagnoser("densenet", mca=False, input_prior="none", geometry=True, backbone_options=TINY).eval()
+    image = torch.randn(1, 1, 16, 16, 16)
+    left, right = torch.zeros(1, 1, 16, 16, 16), torch.zeros(1, 1, 16, 16, 16)
+    left[..., 1:5, 6:10, 6:10] = 1.0
+    right[..., 6:10, 6:10, 6:10] = 1.0
+    with torch.no_grad():
+        assert not torch.allclose(model(image, left), model(image, right))
+    assert model.classifier.in_features == model.backbone.out_channels + N_GEOMETRY_FEATURES
+
+
+def test_clinical_inputs_are_imputed_and_standardised_inside_the_model() -> None:
+    model = AdaptiveDiagnoser("densenet", clinical_features=2, backbone_options=TINY)
+    model.set_clinical_statistics([40.0, 1.0], [50.0, 0.5], [10.0, 0.5])
+    like = torch.zeros(1)
+    values = model.clinical_inputs(torch.tensor([[30.0, float("nan")], [float("nan"), 0.0]]), 2, like)
+    # by hand: (30 − 50) / 10 = −2, NaN sex → fill 1 → (1 − 0.5) / 0.5 = 1; NaN age → 40 → −1; sex 0 → −1
+    torch.testing.assert_close(values, torch.tensor([[-2.0, 1.0], [-1.0, -1.0]]))
+    state = model.state_dict()
+    assert state["clinical_mean"].tolist() == [50.0, 0.5]  # statistics travel with the checkpoint
+    copy = AdaptiveDiagnoser("densenet", clinical_features=2, backbone_options=TINY)
+    copy.load_state_dict(state)
+    assert copy.clinical_fill.tolist() == [40.0, 1.0]
+
+
+def test_clinical_inputs_change_the_prediction_and_are_required() -> None:
+    torch.manual_seed(0)
+    model = AdaptiveDiagnoser("densenet", clinical_features=1, backbone_options=TINY).eval()
+    image, prior = torch.randn(1, 1, 16, 16, 16), torch.rand(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        young, old = model(image, prior, torch.tensor([[10.0]])), model(image, prior, torch.tensor([[80.0]]))
+    assert not torch.allclose(young, old)
+    with pytest.raises(InputError, match="clinical"):
+        model(image, prior)
+    with pytest.raises(InputError, match="finite"):
+        model(image, prior, torch.tensor([[float("inf")]]))
+
+
+def test_clinical_statistics_are_validated() -> None:
+    model = AdaptiveDiagnoser("densenet", clinical_features=1, backbone_options=TINY)
+    with pytest.raises(ConfigError, match="std must be positive"):
+        model.set_clinical_statistics([1.0], [0.0], [0.0])
+    with pytest.raises(ConfigError, match="1 finite values"):
+        model.set_clinical_statistics([1.0, 2.0], [0.0], [1.0])
+    with pytest.raises(ConfigError, match="no clinical inputs"):
+        AdaptiveDiagnoser("densenet", backbone_options=TINY).set_clinical_statistics([], [], [])
+    with pytest.raises(ConfigError, match="clinical_features"):
+        AdaptiveDiagnoser("densenet", clinical_features=-1, backbone_options=TINY)
+    with pytest.raises(ConfigError, match="geometry"):
+        AdaptiveDiagnoser("densenet", geometry="yes", backbone_options=TINY)  # type: ignore[arg-type]
+
+
+def test_the_paper_model_keeps_its_state_dict_keys() -> None:
+    keys = set(AdaptiveDiagnoser("densenet", backbone_options=TINY).state_dict())
+    assert not any(k.startswith("clinical_") for k in keys)
