@@ -36,8 +36,7 @@ from vbiopsy.train.cohort import TrainingCohort, prepare_cohort, targets_of
 from vbiopsy.train.config import TrainConfig
 from vbiopsy.train.dataset import CubeDataset
 from vbiopsy.train.fit import fit, global_rank, predict, seed_everything
-from vbiopsy.train.resume import (FOLD_DONE, TRAINING_STATE, EpochCheckpoints, completed_fold, config_fingerprint,
-                                  mark_fold_done)
+from vbiopsy.train.resume import FoldProgress
 from vbiopsy.train.tabular import TabularEncoding
 
 CLASS_NAMES = {"grade": ["grade_2", "grade_3", "grade_4"], "survival": ["p_event"], "survival_cox": ["risk"]}
@@ -86,12 +85,9 @@ def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_d
         raise ConfigError(f"fold_index must be in 0..{n_folds - 1}, got {fold_index!r}")
     fold = cohort.splits.folds[fold_index]
     folder = ensure_writable_dir(run_dir / f"fold_{fold_index}")
-    fingerprint = config_fingerprint(config)
-    if resume and (done := completed_fold(folder, fingerprint)) is not None:
-        return done
-    (folder / FOLD_DONE).unlink(missing_ok=True)
-    if not resume:
-        (folder / TRAINING_STATE).unlink(missing_ok=True)
+    progress = FoldProgress.start(config, folder, fold_index, resume=resume)
+    if progress.finished is not None:
+        return progress.finished
     train_ids, val_ids, test_ids = list(fold.train), list(fold.val), list(cohort.test_ids)
     y_train = targets_of(cohort.train_labels, train_ids)
     y_val = targets_of(cohort.train_labels, val_ids)
@@ -117,9 +113,7 @@ def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_d
                             augment=config.augment, seed=seed)
     val_set = CubeDataset([cubes[s] for s in val_ids], targets=y_val, tabular=tab["val"])
     started = time.perf_counter()
-    checkpoints = EpochCheckpoints(folder / TRAINING_STATE, {"fingerprint": fingerprint, "fold": fold_index},
-                                   every=config.optim.checkpoint_every)
-    result = fit(module, train_set, val_set, config.optim, seed=seed, checkpoints=checkpoints,
+    result = fit(module, train_set, val_set, config.optim, seed=seed, checkpoints=progress.checkpoints,
                  workers=config.data.loader_workers, devices=config.optim.devices, nodes=config.optim.nodes)
     seconds = time.perf_counter() - started
     if global_rank() != 0:  # a DDP worker: rank 0 writes the fold (same weights on every rank)
@@ -144,7 +138,7 @@ def run_fold(config: TrainConfig, cohort: TrainingCohort, fold_index: int, run_d
                "class_weight": None if weight is None else [round(float(w), 6) for w in weight], **asdict(result)}
     summary.pop("history")
     write_text_atomic(folder / "fit.json", json.dumps(summary, indent=1) + "\n")
-    mark_fold_done(folder, fingerprint, files, summary)
+    progress.done(files, summary)
     return summary
 
 
