@@ -120,6 +120,8 @@ class ProfileOptim(_Section):
     precision: Literal["auto", "32", "bf16-mixed"] = "32"
     seed: int = Field(0, ge=0)
     deterministic: bool = True
+    checkpoint_every: int = Field(1, ge=1, le=10000, description="epochs between resumable training-state saves "
+                                                                 "(`vbiopsy train --resume`)")
 
 
 class ProfileInference(_Section):

@@ -9,7 +9,7 @@ A run folder is built so that a kill at any instant loses at most the epoch in p
   and the settings (ASLNet ROI cubes, MGMT-Net working-grid cases, diagnoser samples), so a resumed
   run redoes only the missing patients;
 - inside a fold, :class:`TrainingState` saves the whole training state at the start of every
-  ``optim.checkpoint_every``-th epoch (every epoch for the tasks whose config has no such key) to
+  ``optim.checkpoint_every``-th epoch (default: every epoch) to
   ``fold_K/training_state.safetensors`` — weights, optimizer and scheduler states, early-stopping
   and keep-best states, history, the metrics callbacks read, Python / NumPy / torch (CPU, CUDA) /
   loader-generator RNG states — as safetensors + JSON (:func:`vbiopsy.train.checkpoint.save_state`;
@@ -212,10 +212,10 @@ def config_fingerprint(config: ConfigSection) -> str:
 
 
 def checkpoint_every(config: ConfigSection) -> int:
-    """Epochs between two training-state saves: ``optim.checkpoint_every`` where the task's config has
-    it (ASLNet), else 1 (MGMT-Net and the diagnoser: a kill loses at most the epoch in progress)."""
+    """Epochs between two training-state saves: the task config's ``optim.checkpoint_every`` (default 1:
+    a kill loses at most the epoch in progress)."""
     _check_run_config(config)
-    return int(getattr(getattr(config, "optim", None), "checkpoint_every", 1))
+    return int(config.optim.checkpoint_every)  # type: ignore[attr-defined]
 
 
 def completed_fold(folder: Path, fingerprint: str) -> dict[str, Any] | None:
