@@ -116,6 +116,25 @@ def check_resumed(config: Any, run: Path, reference: Path, results: tuple[str, .
     assert not list(run.glob(f"fold_*/{TRAINING_STATE}"))  # states dropped once the folds are done
 
 
+def kill_9_then_resume(config: Path, reference: Path, run: Path, results: tuple[str, ...]) -> int:
+    """Start a real ``vbiopsy train``, SIGKILL it once fold 1 has an epoch state, resume it with ``--resume``;
+    check it ends as ``reference`` did and return the epoch fold 1 resumed from."""
+    import signal
+
+    from reliability_helpers import run_cli, watch
+
+    from vbiopsy.train.resume import FOLD_DONE, TRAINING_STATE
+
+    status, _ = watch(["train", str(config), "--out", str(run)], lambda: (run / "fold_1" / TRAINING_STATE).is_file(),
+                      kill_after=0.0)
+    assert status == -signal.SIGKILL, f"the process finished before the kill ({status})"
+    assert (run / "fold_0" / FOLD_DONE).is_file() and not (run / "metrics.json").exists()
+    resumed = run_cli("train", str(config), "--out", str(run), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert different_files(run, reference, results) == []
+    return int(json.loads((run / "fold_1" / "fit.json").read_text())["resumed_from"])
+
+
 def crash_after_saves(monkeypatch: pytest.MonkeyPatch, saves: int) -> list[int]:
     """Make the ``saves``-th epoch-state save of this process raise :class:`SimulatedKill` once its file is
     written (every save before it goes through); returns the epochs saved so far."""

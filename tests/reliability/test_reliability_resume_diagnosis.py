@@ -9,14 +9,11 @@ which is what a kill at that instant leaves); the slow one kills a real ``vbiops
 
 from __future__ import annotations
 
-import json
-import signal
 from pathlib import Path
 
 import pytest
-from reliability_helpers import run_cli, watch
-from reliability_task_helpers import (DIAGNOSIS_RESULTS, DIAGNOSIS_TINY, check_resumed, diagnosis_cohort,
-                                      different_files, interrupt, reference_run, write_task_config)
+from reliability_task_helpers import (DIAGNOSIS_RESULTS, DIAGNOSIS_TINY, check_resumed, diagnosis_cohort, interrupt,
+                                      kill_9_then_resume, reference_run, write_task_config)
 from typer.testing import CliRunner
 
 from vbiopsy.cli import app
@@ -92,12 +89,4 @@ def test_fold_progress_keeps_only_a_fold_finished_under_the_same_config(tmp_path
 def test_kill_9_of_a_real_diagnosis_run_then_resume_equals_the_uninterrupted_run(reference: tuple[Path, Path],
                                                                                  tmp_path: Path) -> None:
     config, ref = reference
-    run = tmp_path / "run"
-    status, _ = watch(["train", str(config), "--out", str(run)], lambda: (run / "fold_1" / TRAINING_STATE).is_file(),
-                      kill_after=0.0)
-    assert status == -signal.SIGKILL, f"the process finished before the kill ({status})"
-    assert (run / "fold_0" / FOLD_DONE).is_file() and not (run / "metrics.json").exists()
-    resumed = run_cli("train", str(config), "--out", str(run), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert different_files(run, ref, DIAGNOSIS_RESULTS) == []
-    assert json.loads((run / "fold_1" / "fit.json").read_text())["resumed_from"] >= 1
+    assert kill_9_then_resume(config, ref, tmp_path / "run", DIAGNOSIS_RESULTS) >= 1

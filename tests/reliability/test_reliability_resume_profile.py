@@ -9,16 +9,13 @@ written, which is what a kill at that instant leaves); the slow one kills a real
 
 from __future__ import annotations
 
-import json
-import signal
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pytest
 import torch
-from reliability_helpers import run_cli, watch
-from reliability_task_helpers import (PROFILE_RESULTS, PROFILE_TINY, check_resumed, different_files, interrupt,
+from reliability_task_helpers import (PROFILE_RESULTS, PROFILE_TINY, check_resumed, interrupt, kill_9_then_resume,
                                       profile_cohort, reference_run)
 
 import vbiopsy.train.fit as fit_module
@@ -131,12 +128,4 @@ def test_mgmtnet_fits_honour_deterministic_mode_and_repeat_bitwise(tmp_path: Pat
 def test_kill_9_of_a_real_profile_run_then_resume_equals_the_uninterrupted_run(reference: tuple[Path, Path],
                                                                                tmp_path: Path) -> None:
     config, ref = reference
-    run = tmp_path / "run"
-    status, _ = watch(["train", str(config), "--out", str(run)], lambda: (run / "fold_1" / TRAINING_STATE).is_file(),
-                      kill_after=0.0)
-    assert status == -signal.SIGKILL, f"the process finished before the kill ({status})"
-    assert (run / "fold_0" / FOLD_DONE).is_file() and not (run / "metrics.json").exists()
-    resumed = run_cli("train", str(config), "--out", str(run), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    assert different_files(run, ref, PROFILE_RESULTS) == []
-    assert json.loads((run / "fold_1" / "fit.json").read_text())["resumed_from"] == 1
+    assert kill_9_then_resume(config, ref, tmp_path / "run", PROFILE_RESULTS) == 1
