@@ -292,6 +292,11 @@ class DiagnosisCohort:
                                 clinical=self.clinical(ids, config.model.clinical))
 
 
+def manifest_rows(manifest: Manifest, subject_ids: Sequence[str]) -> Any:
+    """The manifest rows (clinical columns included) of ``subject_ids``, in that order."""
+    return manifest.frame.set_index("subject_id", drop=False).loc[list(subject_ids)]
+
+
 def clinical_matrix(manifest: Manifest, subject_ids: Sequence[str], features: Sequence[str]) -> np.ndarray | None:
     """(n, k) float32 encoded clinical ``features`` of ``subject_ids`` from ``manifest`` (NaN = missing; the
     model imputes); ``None`` when ``features`` is empty."""
@@ -299,7 +304,7 @@ def clinical_matrix(manifest: Manifest, subject_ids: Sequence[str], features: Se
 
     if not features:
         return None
-    frame = manifest.frame.set_index("subject_id", drop=False).loc[list(subject_ids)]
+    frame = manifest_rows(manifest, subject_ids)
     return np.stack([encode_column(frame, f) for f in features], axis=1).astype(np.float32)
 
 

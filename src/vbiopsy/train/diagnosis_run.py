@@ -47,7 +47,7 @@ from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.tasks.diagnose import DiagnosisTask, ensemble_probabilities, predict_probabilities, validation_score
 from vbiopsy.train.checkpoint import load_checkpoint, save_checkpoint
 from vbiopsy.train.diagnosis_config import DiagnosisConfig, load_diagnosis_config, with_changes
-from vbiopsy.train.diagnosis_data import (DiagnosisCohort, DiagnosisSample, diagnosis_labels,
+from vbiopsy.train.diagnosis_data import (DiagnosisCohort, DiagnosisSample, diagnosis_labels, manifest_rows,
                                           prepare_diagnosis_cohort)
 
 COLUMNS: list[str] = [f"p_{d}" for d in DIAGNOSES]
@@ -85,8 +85,7 @@ def set_clinical_statistics(model: torch.nn.Module, cohort: DiagnosisCohort, fit
     features = config.model.clinical
     if not features:
         return
-    frame = cohort.manifest.frame.set_index("subject_id", drop=False).loc[list(fit_ids)]
-    encoding = TabularEncoding.fit(frame, features)
+    encoding = TabularEncoding.fit(manifest_rows(cohort.manifest, fit_ids), features)
     std = np.where(encoding.std > STD_FLOOR, encoding.std, 1.0)
     model.set_clinical_statistics([encoding.fill[f] for f in features], encoding.mean, std)  # type: ignore[operator]
 
