@@ -1,5 +1,6 @@
-"""A diagnoser run whose head also reads the prior's geometry and the patient's age: statistics fitted on
-the training patients only, carried by the checkpoint, the same probabilities at predict time, and a
+"""A diagnoser run whose head also reads the prior's geometry, the patient's age and sex and a lesion crop
+(T1c + FLAIR): clinical statistics fitted on the training patients only, carried by the checkpoint, the
+same probabilities at predict time (crops cut again from the scans), Grad-CAM with every input, and a
 patient without an age still diagnosed (imputed, with a warning)."""
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = load_diagnosis_config(None, {
         "data": {"cohort": str(root / "cohort"), "folds": 2, "test_fraction": 0.25, "working_shape": [16, 16, 16],
                  "early_stopping_fraction": 0.0,
-                 "localizer": {"require_lesion": False, "refine": {"steps": 20}}},
-        "model": {"backbone_options": {"width": "tiny"}, "geometry": True, "clinical": ["age", "sex"]},
+                 "localizer": {"require_lesion": False, "refine": {"steps": 20}},
+                 "lesion_crop": {"shape": [8, 8, 8], "spacing_mm": 2.0, "jitter_voxels": 2}},
+        "model": {"backbone_options": {"width": "tiny"}, "geometry": True, "clinical": ["age", "sex"],
+                  "lesion_crop": True, "crop_width": 4},
         "optim": {"max_epochs": 2, "precision": "32", "lr": 1e-3, "seed": 0}, "explain": {"max_patients": 2}})
     return run_cross_validation(config, root / "run")
 
@@ -49,6 +52,7 @@ def test_clinical_statistics_come_from_the_fold_training_patients(run: Path) -> 
         expected_std = [s if s > 0 else 1.0 for s in (ages.std(), sex.std())]  # a constant column is scaled by 1
         np.testing.assert_allclose(state["clinical_std"].numpy(), expected_std, rtol=1e-5)
         assert meta["model"]["clinical"] == ["age", "sex"] and meta["model"]["geometry"] is True
+        assert meta["model"]["lesion_crop"] is True and any(k.startswith("crop_encoder.") for k in state)
 
 
 def test_predict_reproduces_the_test_predictions_and_imputes_a_missing_age(run: Path, tmp_path: Path) -> None:
@@ -69,7 +73,7 @@ def test_predict_reproduces_the_test_predictions_and_imputes_a_missing_age(run: 
     assert not np.allclose(row[COLUMNS].to_numpy(dtype=float), test.loc[test_ids[0], COLUMNS].to_numpy(dtype=float))
 
 
-def test_gradcam_runs_with_clinical_inputs(run: Path) -> None:
+def test_gradcam_runs_with_clinical_inputs_and_the_crop(run: Path) -> None:
     summary = json.loads(gradcam_overlays(run).read_text())
     assert len(summary["patients"]) == 2
 

@@ -1,4 +1,5 @@
-"""The diagnoser head's optional inputs: the prior's geometry (checked by hand / numpy) and clinical variables."""
+"""The diagnoser head's optional inputs: the prior's geometry (checked by hand / numpy), clinical variables and
+the lesion-crop branch."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.models.diagnoser import AdaptiveDiagnoser
+from vbiopsy.models.lesion_crop_encoder import LesionCropEncoder, stage_channels
 from vbiopsy.models.prior_geometry import N_GEOMETRY_FEATURES, VOLUME_EPS, VOLUME_SCALE, prior_geometry
 
 torch.set_num_threads(1)
@@ -112,3 +114,40 @@ def test_clinical_statistics_are_validated() -> None:
 def test_the_paper_model_keeps_its_state_dict_keys() -> None:
     keys = set(AdaptiveDiagnoser("densenet", backbone_options=TINY).state_dict())
     assert not any(k.startswith("clinical_") for k in keys)
+    assert not any(k.startswith("crop_encoder") for k in keys)
+
+
+def test_lesion_crop_encoder_layout_and_checks() -> None:
+    encoder = LesionCropEncoder(2, width=4, stages=4)
+    assert stage_channels(4, 4) == [4, 8, 16, 16] and encoder.out_channels == 16 and encoder.min_size == 8
+    assert encoder(torch.randn(3, 2, 8, 10, 12)).shape == (3, 16)
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv3d)]
+    pools = [m for m in encoder.modules() if isinstance(m, torch.nn.MaxPool3d)]
+    assert [c.out_channels for c in convs] == [4, 8, 16, 16] and len(pools) == 3
+    with pytest.raises(InputError, match=">= 8"):
+        encoder(torch.randn(1, 2, 6, 8, 8))
+    with pytest.raises(InputError, match="\\(B, 2, X, Y, Z\\)"):
+        encoder(torch.randn(1, 3, 8, 8, 8))
+    with pytest.raises(ConfigError, match="stages"):
+        LesionCropEncoder(2, stages=7)
+    with pytest.raises(ConfigError, match="width"):
+        LesionCropEncoder(2, width=0)
+
+
+def test_the_crop_branch_feeds_the_head_and_is_required() -> None:
+    torch.manual_seed(0)
+    plain = AdaptiveDiagnoser("densenet", backbone_options=TINY)
+    model = AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_channels=2, crop_width=4).eval()
+    assert model.classifier.in_features == plain.classifier.in_features + 16
+    image, prior = torch.randn(2, 1, 16, 16, 16), torch.rand(2, 1, 16, 16, 16)
+    crop = torch.randn(2, 2, 12, 12, 12)
+    with torch.no_grad():
+        a, b = model(image, prior, None, crop), model(image, prior, crop=crop.flip(2))
+    assert not torch.allclose(a, b)  # the crop reaches the logits
+    logits = model.train()(image, prior, crop=crop)
+    logits.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.crop_encoder.parameters())
+    with pytest.raises(InputError, match="lesion crop"):
+        model(image, prior)
+    with pytest.raises(InputError, match="lesion crop"):
+        model(image, prior, crop=crop[:1])

@@ -133,6 +133,27 @@ def test_diagnoser_export_matches_pytorch_on_image_prior_and_clinical_inputs(tmp
 
 
 @needs_onnx
+def test_a_diagnoser_with_a_lesion_crop_exports_the_crop_as_a_live_input(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    run, _, models = finished_looking_run(tmp_path, DIAGNOSIS_TINY, model={**TRACEABLE_DIAGNOSER, "clinical": [],
+                                                                          "lesion_crop": True, "crop_width": 4},
+                                          data={"lesion_crop": {"shape": [8, 8, 8], "modalities": ["t1c"]}})
+    code, output = invoke("export", str(run), "--out", str(tmp_path / "out"), "--format", "onnx")
+    assert code == 0, output
+    info = json.loads((tmp_path / "out" / "export.json").read_text())
+    assert list(info["inputs"]) == ["image", "prior", "crop"] and info["parity"]["passed"]
+    assert "centred on the refined prior" in info["inputs"]["crop"]
+    generator = torch.Generator().manual_seed(3)
+    image, prior = torch.randn((3, 1, 16, 16, 16), generator=generator), torch.rand((3, 1, 16, 16, 16))
+    crop = torch.randn((3, 1, 8, 8, 8), generator=generator)
+    with torch.no_grad():
+        expected = np.mean([torch.softmax(m(image, prior, crop=crop), 1).numpy() for m in models], axis=0)
+    got = onnx_run(tmp_path / "out" / "ensemble.onnx", image, prior, crop)[0]
+    np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
+    assert np.abs(got - onnx_run(tmp_path / "out" / "ensemble.onnx", image, prior, crop * 3)[0]).max() > 1e-4
+
+
+@needs_onnx
 @pytest.mark.slow
 def test_exported_diagnoser_ensemble_reproduces_the_runs_test_predictions(tmp_path: Path) -> None:
     """End to end: a trained run, exported, applied to the run's own test inputs, gives its test CSV."""

@@ -12,7 +12,10 @@ prior's position and size (:func:`vbiopsy.models.prior_geometry.prior_geometry`,
 location cue that pooling discards), and ``clinical_features=k`` appends k clinical variables
 (e.g. age, sex), imputed and standardised inside the model with statistics the training run sets
 from its training patients (:meth:`AdaptiveDiagnoser.set_clinical_statistics`), so a checkpoint
-carries them. Both enter the same ``Linear(Dropout(·))``.
+carries them. ``crop_channels=M`` adds a crop branch
+(:class:`~vbiopsy.models.lesion_crop_encoder.LesionCropEncoder`): a small CNN on a tumour-centred
+crop (B, M, x, y, z) at the scan's resolution, whose pooled features join the head too. All enter
+the same ``Linear(Dropout(·))``.
 
 ``input_prior`` decides how the localisation reaches the *input* (Table 2 rows without MCA, "Loc.
 only", where the prior removes background): ``"multiply"`` feeds ``image × M``, ``"channel"`` feeds
@@ -39,6 +42,7 @@ from torch import Tensor, nn
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.models.backbones import build_backbone
 from vbiopsy.models.film import check_int, check_rate
+from vbiopsy.models.lesion_crop_encoder import LesionCropEncoder
 from vbiopsy.models.masked_channel_attention import MaskedChannelAttention, check_unit_interval, resize_prior
 from vbiopsy.models.prior_geometry import N_GEOMETRY_FEATURES, prior_geometry
 
@@ -71,12 +75,14 @@ class AdaptiveDiagnoser(nn.Module):
             (``width`` and the backbone's own options); only with a backbone name.
         geometry: append the prior's geometry (8 features) to the head's input.
         clinical_features: number k ≥ 0 of clinical inputs (B, k) appended to the head's input.
+        crop_channels: channels M ≥ 0 of a tumour-centred crop input (0: no crop branch).
+        crop_width: first-stage width of the crop branch.
     """
 
     def __init__(self, backbone: str | nn.Module = "densenet", in_channels: int = 1, n_classes: int = 4, *,
                  mca: bool = True, input_prior: InputPrior = "none", reduction: int = 4, dropout: float = 0.2,
                  backbone_options: dict[str, Any] | None = None, geometry: bool = False,
-                 clinical_features: int = 0) -> None:
+                 clinical_features: int = 0, crop_channels: int = 0, crop_width: int = 16) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
@@ -101,7 +107,10 @@ class AdaptiveDiagnoser(nn.Module):
             self.register_buffer("clinical_fill", torch.zeros(k))
             self.register_buffer("clinical_mean", torch.zeros(k))
             self.register_buffer("clinical_std", torch.ones(k))
-        head = (2 * channels if mca else channels) + (N_GEOMETRY_FEATURES if geometry else 0) + k
+        crop_channels = check_int("crop_channels", crop_channels, minimum=0)
+        self.crop_encoder = LesionCropEncoder(crop_channels, crop_width) if crop_channels else None
+        crop_features = self.crop_encoder.out_channels if self.crop_encoder is not None else 0
+        head = (2 * channels if mca else channels) + (N_GEOMETRY_FEATURES if geometry else 0) + k + crop_features
         self.classifier = nn.Linear(head, self.n_classes)
 
     def set_clinical_statistics(self, fill: Any, mean: Any, std: Any) -> None:
@@ -163,8 +172,8 @@ class AdaptiveDiagnoser(nn.Module):
             raise InputError("prior", f"expected a float tensor of shape {expected} (the image grid), got {got}")
         check_unit_interval("prior", prior)
 
-    def forward_with_weights(self, image: Tensor, prior: Tensor | None = None,
-                             clinical: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    def forward_with_weights(self, image: Tensor, prior: Tensor | None = None, clinical: Tensor | None = None,
+                             crop: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """Logits (B, n_classes) and the MCA channel weights w (B, C) in (0, 1) (None without MCA)."""
         self._check_inputs(image, prior)
         needs_prior = self.mca is not None or self.input_prior != "none" or self.use_geometry
@@ -187,13 +196,22 @@ class AdaptiveDiagnoser(nn.Module):
             extra.append(prior_geometry(mask).to(pooled.dtype))
         if self.clinical_features:
             extra.append(self.clinical_inputs(clinical, image.shape[0], pooled))
+        if self.crop_encoder is not None:
+            if not isinstance(crop, Tensor) or crop.shape[0] != image.shape[0]:
+                got = tuple(crop.shape) if isinstance(crop, Tensor) else type(crop).__name__
+                raise InputError("crop", f"this model needs a lesion crop (B={image.shape[0]}, "
+                                         f"{self.crop_encoder.in_channels}, x, y, z), got {got}")
+            extra.append(self.crop_encoder(crop.to(pooled.dtype)))
         return self.classifier(self.dropout(torch.cat([pooled, *extra], dim=1))), weights
 
-    def forward(self, image: Tensor, prior: Tensor | None = None, clinical: Tensor | None = None) -> Tensor:
-        """Logits (B, n_classes) for image (B, in_channels, X, Y, Z), prior (B, 1, X, Y, Z) in [0, 1] or None
-        and, with ``clinical_features`` = k > 0, clinical values (B, k) in raw units (NaN = missing)."""
-        return self.forward_with_weights(image, prior, clinical)[0]
+    def forward(self, image: Tensor, prior: Tensor | None = None, clinical: Tensor | None = None,
+                crop: Tensor | None = None) -> Tensor:
+        """Logits (B, n_classes) for image (B, in_channels, X, Y, Z), prior (B, 1, X, Y, Z) in [0, 1] or None,
+        with ``clinical_features`` = k > 0 clinical values (B, k) in raw units (NaN = missing) and with a crop
+        branch the lesion crop (B, crop_channels, x, y, z)."""
+        return self.forward_with_weights(image, prior, clinical, crop)[0]
 
     def extra_repr(self) -> str:
         return (f"n_classes={self.n_classes}, mca={self.use_mca}, input_prior={self.input_prior!r}, "
-                f"geometry={self.use_geometry}, clinical_features={self.clinical_features}")
+                f"geometry={self.use_geometry}, clinical_features={self.clinical_features}, "
+                f"crop_branch={self.crop_encoder is not None}")

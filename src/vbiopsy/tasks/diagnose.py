@@ -52,8 +52,20 @@ def validation_score(target: np.ndarray, prob: np.ndarray, monitor: Monitor = "a
     return float(roc_auc(y, scores))
 
 
+MODEL_INPUTS: tuple[str, ...] = ("image", "prior", "clinical", "crop")
+"""The diagnoser's inputs, in the order of ``AdaptiveDiagnoser.forward``; a batch carries those the model takes."""
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Tensor]:
+    """The model's keyword inputs from a :class:`~vbiopsy.train.diagnosis_data.DiagnosisDataset` batch
+    (image as float32; the optional ones only when present)."""
+    named = {k: batch[k] for k in MODEL_INPUTS if batch.get(k) is not None}
+    named["image"] = batch["image"].float()
+    return named
+
+
 class DiagnosisTask(L.LightningModule):
-    """Training/validation logic around ``model(image, prior[, clinical]) → logits (B, K)``.
+    """Training/validation logic around ``model(image[, prior][, clinical][, crop]) → logits (B, K)``.
 
     Args:
         model: the Adaptive-Diagnoser (or any module with that call).
@@ -79,8 +91,9 @@ class DiagnosisTask(L.LightningModule):
         self._epoch_losses: list[float] = []
         self.history: list[dict[str, float]] = []
 
-    def forward(self, image: Tensor, prior: Tensor | None = None, clinical: Tensor | None = None) -> Tensor:
-        return self.model(image, prior, clinical) if clinical is not None else self.model(image, prior)
+    def forward(self, batch: dict[str, Any]) -> Tensor:
+        """Logits (B, K) of a dataset batch."""
+        return self.model(**model_inputs(batch))
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         """Smoothed (and optionally class-weighted) cross-entropy, float32 even under autocast."""
@@ -89,7 +102,7 @@ class DiagnosisTask(L.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         optimizer = self.optimizers()
-        loss = self.loss(self(batch["image"], batch.get("prior"), batch.get("clinical")), batch["target"])
+        loss = self.loss(self(batch), batch["target"])
         self.manual_backward(loss / self.optim.accumulate)
         self._epoch_losses.append(float(loss.detach()))
         last = batch_idx + 1 == self.trainer.num_training_batches
@@ -106,7 +119,7 @@ class DiagnosisTask(L.LightningModule):
             scheduler.step()  # type: ignore[union-attr]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self(batch["image"], batch.get("prior"), batch.get("clinical"))
+        logits = self(batch)
         self._val_targets.append(batch["target"].detach().cpu())
         self._val_outputs.append(torch.softmax(logits.float(), dim=1).detach().cpu())
 
@@ -134,7 +147,7 @@ class DiagnosisTask(L.LightningModule):
 
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, dataset: Dataset, *, batch_size: int = 4) -> np.ndarray:
-    """(n, K) softmax probabilities of ``model(image, prior[, clinical])`` over ``dataset`` in order; eval, fp32."""
+    """(n, K) softmax probabilities of ``model(**inputs)`` over ``dataset`` in order; eval, fp32."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     was_training = model.training
@@ -142,10 +155,7 @@ def predict_probabilities(model: nn.Module, dataset: Dataset, *, batch_size: int
     outputs: list[np.ndarray] = []
     try:
         for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
-            inputs = [batch["image"].float(), batch.get("prior")]
-            if "clinical" in batch:
-                inputs.append(batch["clinical"])
-            logits = model(*inputs)
+            logits = model(**model_inputs(batch))
             outputs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     finally:
         model.train(was_training)

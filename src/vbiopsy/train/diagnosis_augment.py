@@ -10,7 +10,10 @@ sample is reproducible from its seed and a test can replay exactly what was draw
 - **noise**: additive Gaussian noise N(0, ``noise_std``²) on the volume only, probability ``noise_prob``
   (MONAI ``RandGaussianNoise``);
 - **gamma**: MONAI ``AdjustContrast`` — min–max rescale, power γ, rescale back — on the volume only,
-  probability ``gamma_prob``, γ uniform in ``gamma_range``.
+  probability ``gamma_prob``, γ uniform in ``gamma_range``;
+- **crop shift** (with a lesion crop, :mod:`.diagnosis_crop`): the crop window's offset, uniform in
+  ± ``jitter`` voxels per axis. The crop then gets the volume's rotation and flip (it is a window of the
+  same head) and its own noise field and gamma per channel.
 """
 
 from __future__ import annotations
@@ -55,12 +58,15 @@ def adjust_gamma(volume: np.ndarray, gamma: float) -> np.ndarray:
 
 
 def draw_augmentation(settings: DiagnosisAugmentSettings, rng: np.random.Generator,
-                      shape: tuple[int, ...]) -> dict[str, Any]:
-    """The random parameters of one augmentation (JSON-ready): ``rotate_k``, ``flip``, ``noise_seed``, ``gamma``.
+                      shape: tuple[int, ...], crop_jitter: int = 0) -> dict[str, Any]:
+    """The random parameters of one augmentation (JSON-ready): ``rotate_k``, ``flip``, ``noise_seed``, ``gamma``
+    and ``crop_shift`` (3 ints in ± ``crop_jitter``).
 
     Every draw is made whether or not the op fires, so one setting's probability never changes
-    what the others draw. ``noise_seed`` seeds the noise field (``None``: no noise).
+    what the others draw; the crop shift is drawn last. ``noise_seed`` seeds the noise field (``None``: no noise).
     """
+    if isinstance(crop_jitter, bool) or not isinstance(crop_jitter, (int, np.integer)) or crop_jitter < 0:
+        raise ConfigError(f"crop_jitter must be an integer >= 0, got {crop_jitter!r}")
     if not isinstance(settings, DiagnosisAugmentSettings):
         raise ConfigError(f"settings must be DiagnosisAugmentSettings, got {type(settings).__name__}")
     coins = rng.random(4)
@@ -76,6 +82,7 @@ def draw_augmentation(settings: DiagnosisAugmentSettings, rng: np.random.Generat
         "noise_seed": noise_seed if coins[2] < settings.noise_prob and settings.noise_std > 0 else None,
         "noise_std": settings.noise_std,
         "gamma": round(gamma, 6) if coins[3] < settings.gamma_prob else None,
+        "crop_shift": [int(v) for v in rng.integers(-crop_jitter, crop_jitter + 1, 3)] if crop_jitter else [0, 0, 0],
     }
 
 
@@ -101,10 +108,27 @@ def apply_augmentation(volume: np.ndarray, prior: np.ndarray | None,
     return out, mask
 
 
+def apply_crop_augmentation(crop: np.ndarray, drawn: dict[str, Any], jitter: int) -> np.ndarray:
+    """The window of a stored lesion crop (M, X + 2·jitter, ...) at ``drawn["crop_shift"]``, rotated and flipped
+    as the volume, with noise (its own field, seeded from ``noise_seed``) and gamma per channel: (M, X, Y, Z)."""
+    from vbiopsy.train.diagnosis_crop import crop_window
+
+    out = crop_window(crop, jitter, drawn.get("crop_shift", (0, 0, 0))).astype(np.float32, copy=False)
+    channels = []
+    for index, channel in enumerate(out):
+        own = dict(drawn)
+        if own.get("noise_seed") is not None:  # a noise field of its own, not the volume's
+            own["noise_seed"] = int(own["noise_seed"]) + 1 + index
+        channels.append(apply_augmentation(channel, None, own)[0])
+    return np.stack(channels)
+
+
 def augment_pair(volume: np.ndarray, prior: np.ndarray | None, settings: DiagnosisAugmentSettings,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
-    """One random augmentation of ``volume`` and ``prior``; returns both and what was drawn."""
+                 rng: np.random.Generator, *, crop_jitter: int = 0) -> tuple[np.ndarray, np.ndarray | None,
+                                                                             dict[str, Any]]:
+    """One random augmentation of ``volume`` and ``prior``; returns both and what was drawn (with a lesion crop's
+    shift for ``crop_jitter`` > 0, applied by :func:`apply_crop_augmentation`)."""
     _check_pair(volume, prior)
-    drawn = draw_augmentation(settings, rng, volume.shape)
+    drawn = draw_augmentation(settings, rng, volume.shape, crop_jitter)
     out, mask = apply_augmentation(volume, prior, drawn)
     return out, mask, drawn

@@ -28,6 +28,34 @@ ClinicalInput = Literal["age", "sex"]
 :mod:`vbiopsy.train.tabular`: age in years, sex M → 0 / F → 1)."""
 
 
+class LesionCropSettings(_Section):
+    """A tumour-centred crop at a fixed resolution, cut around the prior's centre of mass for the diagnoser's
+    crop branch (``model.lesion_crop``; not in the paper): the whole-brain working grid (≈ 4 mm in the demo)
+    is too coarse to show a 10–20 mm tumour's enhancement pattern."""
+
+    shape: tuple[int, int, int] = Field((32, 32, 32), description="crop size (voxels)")
+    spacing_mm: float = Field(2.0, gt=0, le=10, description="crop voxel size (mm, isotropic)")
+    modalities: tuple[str, ...] = Field(("t1c", "flair"), min_length=1, description="manifest columns cut, one "
+                                                                                     "channel each, same grid")
+    jitter_voxels: int = Field(4, ge=0, le=32, description="training-time random shift of the crop's centre "
+                                                           "(± voxels per axis); the stored crop is larger by "
+                                                           "this on every side")
+
+    @field_validator("shape")
+    @classmethod
+    def _crop_shape(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(not 8 <= n <= 256 for n in value):
+            raise ValueError(f"lesion_crop.shape must be 3 sizes in 8..256 voxels, got {list(value)}")
+        return value
+
+    @field_validator("modalities")
+    @classmethod
+    def _distinct_modalities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value) or not all(value):
+            raise ValueError(f"lesion_crop.modalities must be distinct non-empty names, got {list(value)}")
+        return value
+
+
 class DiagnosisDataSettings(CohortSource):
     """Which cohort, image, split and working grid; how the priors are made."""
 
@@ -52,6 +80,8 @@ class DiagnosisDataSettings(CohortSource):
                                        description="Tumor-Localizer settings (require_lesion is forced off: an "
                                                    "empty prior falls back to the whole brain, recorded)")
     jobs: int = Field(1, ge=1, le=64, description="processes for localising and resampling the scans")
+    lesion_crop: LesionCropSettings | None = Field(None, description="also cut tumour-centred crops (for "
+                                                                     "model.lesion_crop); none by default")
 
     @field_validator("working_shape")
     @classmethod
@@ -75,6 +105,9 @@ class DiagnoserSettings(_Section):
     geometry: bool = Field(False, description="give the head the prior's position and size (not in the paper)")
     clinical: list[ClinicalInput] = Field(default_factory=list, description="clinical variables for the head, "
                                                                             "e.g. [age] (not in the paper)")
+    lesion_crop: bool = Field(False, description="a small CNN on the tumour-centred crop of data.lesion_crop "
+                                                 "feeds the head (not in the paper)")
+    crop_width: int = Field(16, ge=1, le=256, description="first-stage channels of the crop branch")
 
     @field_validator("clinical")
     @classmethod
@@ -85,14 +118,14 @@ class DiagnoserSettings(_Section):
 
     @model_validator(mode="after")
     def _prior_needed(self) -> DiagnoserSettings:
-        uses = self.mca or self.input_prior != "none" or self.geometry
+        uses = self.mca or self.input_prior != "none" or self.geometry or self.lesion_crop
         if self.prior == "none" and uses:
             raise ValueError(f"model.prior is 'none' but mca={self.mca} / input_prior={self.input_prior!r} / "
-                             f"geometry={self.geometry} need one; set mca: false, input_prior: none and "
-                             "geometry: false for the no-localisation model")
+                             f"geometry={self.geometry} / lesion_crop={self.lesion_crop} need one; set them off "
+                             "(mca: false, input_prior: none, ...) for the no-localisation model")
         if self.prior != "none" and not uses:
-            raise ValueError(f"model.prior {self.prior!r} is unused with mca: false, input_prior: none and "
-                             "geometry: false; set prior: none or use the prior")
+            raise ValueError(f"model.prior {self.prior!r} is unused with mca: false, input_prior: none, "
+                             "geometry: false and lesion_crop: false; set prior: none or use the prior")
         return self
 
 
@@ -166,10 +199,19 @@ class DiagnosisConfig(_Section):
 
     @model_validator(mode="after")
     def _square_for_rotations(self) -> DiagnosisConfig:
-        x, y, _ = self.data.working_shape
-        if self.augment.enabled and self.augment.rotate_prob > 0 and x != y:
-            raise ValueError(f"augment.rotate_prob > 0 needs a square axial grid (90° rotations keep the shape); "
-                             f"data.working_shape is {list(self.data.working_shape)}")
+        rotates = self.augment.enabled and self.augment.rotate_prob > 0
+        crop = self.data.lesion_crop
+        for name, (x, y, _) in (("data.working_shape", self.data.working_shape),
+                                ("data.lesion_crop.shape", crop.shape if crop else (1, 1, 1))):
+            if rotates and x != y:
+                raise ValueError(f"augment.rotate_prob > 0 needs a square axial grid (90° rotations keep the "
+                                 f"shape); {name} is [{x}, {y}, ...]")
+        return self
+
+    @model_validator(mode="after")
+    def _crop_prepared(self) -> DiagnosisConfig:
+        if self.model.lesion_crop and self.data.lesion_crop is None:
+            raise ValueError("model.lesion_crop needs data.lesion_crop (the crop's shape, spacing and modalities)")
         return self
 
 

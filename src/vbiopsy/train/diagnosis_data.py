@@ -6,7 +6,8 @@ square axial field of view around the brain's bounding box (plus ``margin_mm``; 
 superior–inferior extent) is cut, padded with background where it leaves the scan, smoothed
 against aliasing and resampled linearly onto ``working_shape``. The image is z-scored over the
 brain and 0 outside it. A prior that is empty (nothing found) is replaced by the whole brain and a
-warning is recorded for that patient. Samples are cached as ``.npz`` keyed by the input files
+warning is recorded for that patient. With ``data.lesion_crop`` each prior also gets a tumour-centred
+crop at a fixed resolution (:mod:`.diagnosis_crop`). Samples are cached as ``.npz`` keyed by the input files
 (path, size, mtime) and every setting that changes them.
 
 Labels: :func:`diagnosis_labels` (``glioma, lymphoma, germinoma, other`` → 0..3); the split and
@@ -17,18 +18,13 @@ then only the non-test rows are labelled.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from scipy import ndimage
-from torch.utils.data import Dataset
 
-from vbiopsy.atomic import write_with_atomic
 from vbiopsy.data.layouts import read_cohort
 from vbiopsy.data.manifest import Manifest
 from vbiopsy.data.nifti import Volume, load_volume
@@ -38,14 +34,19 @@ from vbiopsy.data.splits import Splits, make_splits
 from vbiopsy.errors import CohortError, ConfigError, InputError, VbiopsyError
 from vbiopsy.localize import LocalizationResult
 from vbiopsy.parallel import run_parallel
-from vbiopsy.preprocess.aslnet_roi import resample_cube
 from vbiopsy.tasks.labels import TaskLabels, parsed_column, subject_ids_of
-from vbiopsy.train.diagnosis_augment import augment_pair
-from vbiopsy.train.diagnosis_config import DiagnosisAugmentSettings, DiagnosisConfig, DiagnosisDataSettings
+from vbiopsy.train.diagnosis_config import DiagnosisConfig, DiagnosisDataSettings
+from vbiopsy.train.diagnosis_crop import lesion_crops
+from vbiopsy.train.diagnosis_grid import crop_padded, paste_to_scan, to_working_grid, working_box, zscore_in_brain
+from vbiopsy.train.diagnosis_sample import PRIORS, DiagnosisDataset, DiagnosisSample
+
+__all__ = ["PRIORS", "DiagnosisCohort", "DiagnosisDataset", "DiagnosisSample", "clinical_matrix", "crop_images",
+           "crop_jitter", "crop_padded", "diagnosis_labels", "localize_scan", "manifest_rows", "paste_to_scan",
+           "prepare_diagnosis_cohort", "prepare_sample", "prepare_samples", "sample_from_localization",
+           "scan_modalities", "to_working_grid", "working_box", "zscore_in_brain"]
 
 DATA_VERSION = "1"
 """Bumped whenever the same inputs and settings would give a different sample."""
-PRIORS: tuple[str, ...] = ("coarse", "refined", "seg")
 
 
 def diagnosis_labels(frame: Any) -> TaskLabels:
@@ -58,89 +59,22 @@ def diagnosis_labels(frame: Any) -> TaskLabels:
     return TaskLabels([ids[i] for i in keep], y, excluded, DIAGNOSES, "diagnosis")
 
 
-@dataclass(frozen=True, eq=False)
-class DiagnosisSample:
-    """One patient on the working grid: ``image`` (float32 z-scored, 0 outside the brain), ``brain`` (bool),
-    ``priors`` name → float32 [0, 1] (``coarse``, ``refined``, ``seg`` when a segmentation exists),
-    ``record`` (box on the scan grid, localiser summary, ``warnings``)."""
-
-    image: np.ndarray
-    brain: np.ndarray
-    priors: dict[str, np.ndarray]
-    record: dict[str, Any] = field(default_factory=dict)
-
-    def prior(self, name: str) -> np.ndarray | None:
-        """Prior ``name`` (``none`` → ``None``); a missing one is an :class:`InputError`."""
-        if name == "none":
-            return None
-        if name not in self.priors:
-            raise InputError(f"subject {self.record.get('subject_id', '?')}",
-                             f"no {name!r} prior (has: {', '.join(self.priors) or 'none'}); "
-                             "the 'seg' prior needs a segmentation in the manifest")
-        return self.priors[name]
-
-    def save(self, path: Path, key: str) -> Path:
-        """Write to ``path`` (.npz, atomically) with the cache ``key``."""
-        arrays = {"image": self.image, "brain": self.brain, **{f"prior_{k}": v for k, v in self.priors.items()}}
-        meta = json.dumps({"key": key, "record": self.record})
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, meta=np.array(meta), **arrays)
-
-        return write_with_atomic(path, write)
-
-    @classmethod
-    def load(cls, path: Path, key: str | None = None) -> DiagnosisSample | None:
-        """The sample at ``path``; ``None`` if absent, unreadable or made with another ``key``."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data["meta"]))
-                if key is not None and meta["key"] != key:
-                    return None
-                priors = {k[6:]: data[k] for k in data.files if k.startswith("prior_")}
-                return cls(data["image"], data["brain"], priors, meta["record"])
-        except (OSError, KeyError, ValueError):
-            return None
-
-
-def working_box(brain: np.ndarray, spacing: Sequence[float], margin_mm: float) -> tuple[np.ndarray, np.ndarray]:
-    """(start, stop) voxel indices (may leave the scan) of a square axial field of view around ``brain``."""
-    if not brain.any():
-        raise InputError("brain mask", "is empty: no brain found in the scan")
-    spacing_arr = np.asarray(spacing, dtype=float)
-    hits = np.argwhere(brain)
-    low, high = hits.min(0), hits.max(0) + 1
-    extent_mm = (high - low) * spacing_arr + 2.0 * margin_mm
-    extent_mm[:2] = extent_mm[:2].max()
-    size = np.maximum(np.round(extent_mm / spacing_arr).astype(int), 1)
-    start = np.floor((low + high) / 2.0 - size / 2.0 + 0.5).astype(int)
-    return start, start + size
-
-
-def crop_padded(array: np.ndarray, start: np.ndarray, stop: np.ndarray) -> np.ndarray:
-    """``array[start:stop]`` with zeros where the box leaves ``array``."""
-    out = np.zeros(tuple(int(n) for n in stop - start), dtype=array.dtype)
-    src = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(start, stop, array.shape))
-    dst = tuple(slice(s.start - a, s.stop - a) for s, a in zip(src, start))
-    out[dst] = array[src]
-    return out
-
-
-def to_working_grid(box: np.ndarray, shape: Sequence[int]) -> np.ndarray:
-    """Resample a cut box onto ``shape`` (linear, same extent), Gaussian pre-smoothing σ = (f − 1)/2 per
-    axis where it shrinks by f > 1 (scikit-image's anti-aliasing rule); float32."""
-    factor = np.asarray(box.shape, float) / np.asarray(shape, float)
-    sigma = np.clip((factor - 1.0) / 2.0, 0.0, None)
-    smooth = ndimage.gaussian_filter(box.astype(np.float32), sigma, mode="nearest") if sigma.any() else box
-    return resample_cube(smooth.astype(np.float32, copy=False), shape).astype(np.float32, copy=False)
-
-
-def zscore_in_brain(image: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """(image − mean) / sd over the brain, 0 outside; float32."""
-    values = image[brain]
-    sd = float(values.std()) if values.size > 1 else 0.0
-    return np.where(brain, (image - float(values.mean())) / (sd if sd > 0 else 1.0), 0.0).astype(np.float32)
+def read_on_grid(paths: dict[str, str | Path | None], names: Sequence[str], image: Volume, modality: str,
+                 purpose: str, subject_id: str = "") -> dict[str, np.ndarray]:
+    """The arrays of ``names`` (``modality`` is ``image`` itself), each checked to lie on ``image``'s grid;
+    ``purpose`` names the setting that asks for them in the error of a missing one."""
+    arrays: dict[str, np.ndarray] = {}
+    for name in names:
+        if name == modality:
+            arrays[name] = image.array
+            continue
+        if paths.get(name) is None:
+            raise InputError(f"subject {subject_id}", f"the {purpose} needs a {name!r} image")
+        other = load_volume(paths[name])  # type: ignore[arg-type]
+        if image.grid.mismatch(other.grid):
+            raise InputError(paths[name], f"not on the grid of the {modality} image; resample first")
+        arrays[name] = other.array
+    return arrays
 
 
 def localize_scan(paths: dict[str, str | Path | None], settings: DiagnosisDataSettings,
@@ -149,24 +83,27 @@ def localize_scan(paths: dict[str, str | Path | None], settings: DiagnosisDataSe
     from vbiopsy.localize import localize
 
     image = load_volume(paths["image"])  # type: ignore[arg-type]
-    images = {settings.modality: image.array}
-    for name in settings.localizer.modalities:
-        if name not in images:
-            if paths.get(name) is None:
-                raise InputError(f"subject {subject_id}",
-                                 f"the localiser needs a {name!r} image (localizer.modalities)")
-            other = load_volume(paths[name])  # type: ignore[arg-type]
-            if image.grid.mismatch(other.grid):
-                raise InputError(paths[name], f"not on the grid of the {settings.modality} image; resample first")
-            images[name] = other.array
     config = settings.localizer.model_copy(update={"require_lesion": False})
-    result = localize({m: images[m] for m in config.modalities}, spacing_mm=image.grid.spacing, config=config)
+    images = read_on_grid(paths, config.modalities, image, settings.modality, "localiser (localizer.modalities)",
+                          subject_id)
+    result = localize(images, spacing_mm=image.grid.spacing, config=config)
     return image, result
 
 
+def crop_images(paths: dict[str, str | Path | None], settings: DiagnosisDataSettings, image: Volume,
+                subject_id: str = "") -> dict[str, np.ndarray] | None:
+    """The scan-grid images ``data.lesion_crop`` cuts (None without lesion crops)."""
+    if settings.lesion_crop is None:
+        return None
+    return read_on_grid(paths, settings.lesion_crop.modalities, image, settings.modality,
+                        "lesion crop (data.lesion_crop.modalities)", subject_id)
+
+
 def sample_from_localization(image: Volume, result: LocalizationResult, settings: DiagnosisDataSettings,
-                             seg: np.ndarray | None = None, subject_id: str = "") -> DiagnosisSample:
-    """The working-grid sample of a localised scan (``seg``: optional tumour mask on the scan grid)."""
+                             seg: np.ndarray | None = None, subject_id: str = "",
+                             crop_from: dict[str, np.ndarray] | None = None) -> DiagnosisSample:
+    """The working-grid sample of a localised scan (``seg``: optional tumour mask on the scan grid; ``crop_from``:
+    the :func:`crop_images` of the scan, needed with ``data.lesion_crop``)."""
     start, stop = working_box(result.brain_mask, image.grid.spacing, settings.margin_mm)
     shape = settings.working_shape
     brain = to_working_grid(crop_padded(result.brain_mask.astype(np.float32), start, stop), shape) >= 0.5
@@ -188,7 +125,14 @@ def sample_from_localization(image: Volume, result: LocalizationResult, settings
               "scan_shape": list(image.grid.shape), "scan_affine": image.affine.tolist(), "found": result.found,
               "proposer": result.record.get("proposer"), "fallback": result.record.get("fallback"),
               "volumes_ml": result.record.get("volumes_ml"), "warnings": warnings}
-    return DiagnosisSample(zscore_in_brain(volume, brain), brain, priors, record)
+    crops: dict[str, np.ndarray] = {}
+    if settings.lesion_crop is not None:
+        if crop_from is None:
+            raise ConfigError("data.lesion_crop is set: sample_from_localization needs the scan's crop images")
+        on_scan = {name: prior * float(present) for name, (prior, present) in raw.items()}
+        crops, record["crop_centres"] = lesion_crops(crop_from, result.brain_mask, image.grid.spacing, on_scan,
+                                                     settings.lesion_crop)
+    return DiagnosisSample(zscore_in_brain(volume, brain), brain, priors, record, crops)
 
 
 def prepare_sample(paths: dict[str, str | Path | None], settings: DiagnosisDataSettings,
@@ -201,24 +145,24 @@ def prepare_sample(paths: dict[str, str | Path | None], settings: DiagnosisDataS
         if seg.shape != image.array.shape:
             shapes = f"segmentation shape {seg.shape} differs from the image's {image.array.shape}"
             raise InputError(paths["seg"], shapes)  # type: ignore[arg-type]
-    return sample_from_localization(image, result, settings, seg, subject_id)
+    return sample_from_localization(image, result, settings, seg, subject_id,
+                                    crop_images(paths, settings, image, subject_id))
 
 
-def paste_to_scan(working: np.ndarray, record: dict[str, Any]) -> np.ndarray:
-    """A working-grid map (X, Y, Z) put back on the scan grid of ``record`` (linear; 0 outside the box)."""
-    start, stop = np.asarray(record["box_start"]), np.asarray(record["box_stop"])
-    box = resample_cube(working.astype(np.float32), tuple(int(n) for n in stop - start))
-    out = np.zeros(tuple(record["scan_shape"]), dtype=np.float32)
-    dst = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(start, stop, out.shape))
-    src = tuple(slice(d.start - a, d.stop - a) for d, a in zip(dst, start))
-    out[dst] = box[src]
-    return out
+def scan_modalities(settings: DiagnosisDataSettings) -> list[str]:
+    """Every manifest image column a sample is made from: the diagnosed modality first, then the localiser's
+    and the lesion crop's others."""
+    crop = settings.lesion_crop.modalities if settings.lesion_crop else ()
+    return list(dict.fromkeys([settings.modality, *settings.localizer.modalities, *crop]))
 
 
 def sample_settings(settings: DiagnosisDataSettings) -> dict[str, Any]:
     """Every setting a cached sample depends on."""
-    return {"version": DATA_VERSION, "modality": settings.modality, "working_shape": list(settings.working_shape),
+    keys = {"version": DATA_VERSION, "modality": settings.modality, "working_shape": list(settings.working_shape),
             "margin_mm": settings.margin_mm, "localizer": settings.localizer.model_dump(mode="json")}
+    if settings.lesion_crop is not None:  # only then: samples cached without crops keep their key
+        keys["lesion_crop"] = settings.lesion_crop.model_dump(mode="json")
+    return keys
 
 
 def _sample(row: dict[str, Any], *, settings: DiagnosisDataSettings, cache_dir: Path) -> DiagnosisSample | str:
@@ -226,7 +170,7 @@ def _sample(row: dict[str, Any], *, settings: DiagnosisDataSettings, cache_dir: 
     sid = str(row["subject_id"])
     try:
         paths = {"image": row.get(settings.modality), "seg": row.get("seg"),
-                 **{m: row.get(m) for m in settings.localizer.modalities}}
+                 **{m: row.get(m) for m in scan_modalities(settings)[1:]}}
         if paths["image"] is None:
             raise InputError(f"subject {sid}", f"no {settings.modality!r} image in the manifest")
         key = cube_key(paths, sample_settings(settings))
@@ -289,7 +233,13 @@ class DiagnosisCohort:
         return DiagnosisDataset([self.samples[s] for s in ids], prior=config.model.prior,
                                 targets=self.targets(ids) if labelled else None,
                                 augment=config.augment if augment else None, seed=seed,
-                                clinical=self.clinical(ids, config.model.clinical))
+                                clinical=self.clinical(ids, config.model.clinical), crop_jitter=crop_jitter(config))
+
+
+def crop_jitter(config: DiagnosisConfig) -> int | None:
+    """The stored lesion crops' margin when the model takes a crop (``model.lesion_crop``), else None."""
+    crop = config.data.lesion_crop
+    return crop.jitter_voxels if config.model.lesion_crop and crop is not None else None
 
 
 def manifest_rows(manifest: Manifest, subject_ids: Sequence[str]) -> Any:
@@ -344,53 +294,3 @@ def prepare_diagnosis_cohort(config: DiagnosisConfig, run_dir: Path, *,
                                                   f"(e.g. {missing[0]})")
     samples = prepare_samples(data, manifest, sorted(set(pool) | test), cache_dir or run_dir / "samples")
     return DiagnosisCohort(manifest, splits, labels, tuple(splits.test), samples)
-
-
-class DiagnosisDataset(Dataset):
-    """Items ``{"image": (1, X, Y, Z), "index": int[, "prior": (1, X, Y, Z)][, "clinical": (k,)][, "target": int64]}``.
-
-    Augmentation (training only) is seeded by (seed, epoch, item); ``drawn[index]`` records the last draw.
-    """
-
-    def __init__(self, samples: Sequence[DiagnosisSample], *, prior: str = "none", targets: np.ndarray | None = None,
-                 augment: DiagnosisAugmentSettings | None = None, seed: int = 0,
-                 clinical: np.ndarray | None = None) -> None:
-        if prior not in ("none", *PRIORS):
-            raise ConfigError(f"prior must be one of none, {', '.join(PRIORS)}; got {prior!r}")
-        if targets is not None and len(targets) != len(samples):
-            raise ConfigError(f"{len(targets)} targets for {len(samples)} samples")
-        if clinical is not None and (np.ndim(clinical) != 2 or len(clinical) != len(samples)):
-            raise ConfigError(f"clinical must be (n={len(samples)}, k), got shape {np.shape(clinical)}")
-        self.clinical = None if clinical is None else np.asarray(clinical, dtype=np.float32)
-        self.samples = list(samples)
-        self.prior_name = prior
-        for sample in self.samples:
-            sample.prior(prior)  # a missing prior fails here, not mid-epoch
-        self.targets = targets
-        self.augment = augment if augment is not None and augment.enabled else None
-        self.seed = seed
-        self.epoch = 0
-        self.drawn: dict[int, dict[str, Any]] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation draw (called at the start of every training epoch)."""
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        sample = self.samples[index]
-        image, prior = sample.image, sample.prior(self.prior_name)
-        if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, prior, self.drawn[index] = augment_pair(image, prior, self.augment, rng)
-        item: dict[str, Any] = {"image": torch.from_numpy(np.ascontiguousarray(image, np.float32))[None],
-                                "index": index}
-        if prior is not None:
-            item["prior"] = torch.from_numpy(np.ascontiguousarray(prior, np.float32))[None]
-        if self.clinical is not None:
-            item["clinical"] = torch.from_numpy(self.clinical[index].copy())
-        if self.targets is not None:
-            item["target"] = torch.as_tensor(int(self.targets[index]), dtype=torch.long)
-        return item

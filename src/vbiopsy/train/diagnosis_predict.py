@@ -65,26 +65,29 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
     Args:
         t1c_path: the T1c NIfTI (skull-stripped, as the MRI-Processor writes it).
         run_dir: a finished diagnosis run folder (``vbiopsy train`` with a ``task: diagnosis`` config).
-        images: other modalities the run's localiser needs (default config: ``{"flair": path}``), same grid.
+        images: other modalities the run's localiser and lesion crop need (default config: ``{"flair": path}``),
+            same grid.
         subject_id: name used in messages and the record (default: the file name).
         clinical: the patient's values of the run's ``model.clinical`` variables, encoded as in
             :mod:`vbiopsy.train.tabular` (NaN = missing: imputed with the training value, with a warning).
     """
     from vbiopsy.tasks.diagnose import ensemble_probabilities, predict_probabilities
-    from vbiopsy.train.diagnosis_data import (DiagnosisDataset, localize_scan, paste_to_scan,
-                                              sample_from_localization)
+    from vbiopsy.train.diagnosis_data import (DiagnosisDataset, crop_images, crop_jitter, localize_scan,
+                                              paste_to_scan, sample_from_localization)
     from vbiopsy.train.diagnosis_run import case_gradcam, load_fold_models
 
     config, models = load_fold_models(run_dir)
     name = subject_id or Path(t1c_path).name
     paths: dict[str, str | Path | None] = {"image": t1c_path, **(images or {})}
     image, localisation = localize_scan(paths, config.data, name)
-    sample = sample_from_localization(image, localisation, config.data, subject_id=name)
+    sample = sample_from_localization(image, localisation, config.data, subject_id=name,
+                                      crop_from=crop_images(paths, config.data, image, name))
     values = case_clinical(config.model.clinical, clinical, sample.record["warnings"])
-    dataset = DiagnosisDataset([sample], prior=config.model.prior, clinical=None if values is None else values[None])
+    dataset = DiagnosisDataset([sample], prior=config.model.prior, clinical=None if values is None else values[None],
+                               crop_jitter=crop_jitter(config))
     per_fold = [predict_probabilities(m, dataset) for m in models]
     prob = ensemble_probabilities(per_fold)[0]
-    cam = case_gradcam(models, sample, config.model.prior, int(np.argmax(prob)), values)
+    cam = case_gradcam(models, sample, config, int(np.argmax(prob)), values)
     return CaseDiagnosis({d: float(p) for d, p in zip(DIAGNOSES, prob)}, paste_to_scan(cam, sample.record),
                          image.affine, localisation, sample.record, np.stack([f[0] for f in per_fold]))
 
@@ -97,7 +100,7 @@ def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence
     (default: the run's); every subject is checked before anything is written. Returns the CSV path."""
     from vbiopsy.data.layouts import read_cohort
     from vbiopsy.data.nifti import save_volume
-    from vbiopsy.train.diagnosis_data import clinical_matrix
+    from vbiopsy.train.diagnosis_data import clinical_matrix, scan_modalities
 
     d = config.data
     manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
@@ -105,7 +108,7 @@ def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence
     unknown = [s for s in subjects if s not in known]
     if unknown:
         raise InputError(manifest.source, f"no subject {unknown[0]!r} in the cohort ({len(unknown)} unknown)")
-    needed = list(dict.fromkeys([d.modality, *d.localizer.modalities]))
+    needed = scan_modalities(d)
     inputs = []
     for sid in subjects:
         row = manifest.row(sid)

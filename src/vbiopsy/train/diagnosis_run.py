@@ -44,11 +44,12 @@ from vbiopsy.config import save_config
 from vbiopsy.data.schema import DIAGNOSES
 from vbiopsy.data.splits import make_splits
 from vbiopsy.errors import ConfigError, InputError
-from vbiopsy.tasks.diagnose import DiagnosisTask, ensemble_probabilities, predict_probabilities, validation_score
+from vbiopsy.tasks.diagnose import (DiagnosisTask, ensemble_probabilities, model_inputs, predict_probabilities,
+                                    validation_score)
 from vbiopsy.train.checkpoint import load_checkpoint, save_checkpoint
 from vbiopsy.train.diagnosis_config import DiagnosisConfig, load_diagnosis_config, with_changes
-from vbiopsy.train.diagnosis_data import (DiagnosisCohort, DiagnosisSample, diagnosis_labels, manifest_rows,
-                                          prepare_diagnosis_cohort)
+from vbiopsy.train.diagnosis_data import (DiagnosisCohort, DiagnosisDataset, DiagnosisSample, crop_jitter,
+                                          diagnosis_labels, manifest_rows, prepare_diagnosis_cohort)
 
 COLUMNS: list[str] = [f"p_{d}" for d in DIAGNOSES]
 ABLATION_ROWS: dict[str, tuple[str, bool]] = {"none": ("none", False), "coarse": ("coarse", False),
@@ -68,10 +69,13 @@ def build_model(config: DiagnosisConfig) -> torch.nn.Module:
         options.setdefault("img_size", list(config.data.working_shape))
     if m.backbone == "efficient3d":  # MONAI's static "same" padding is computed for this size
         options.setdefault("image_size", max(config.data.working_shape))
+    crop = config.data.lesion_crop
     return AdaptiveDiagnoser(m.backbone, in_channels=1, n_classes=len(DIAGNOSES), mca=m.mca,
                              input_prior=m.input_prior, reduction=m.reduction, dropout=m.dropout,
                              backbone_options=options or None, geometry=m.geometry,
-                             clinical_features=len(m.clinical))
+                             clinical_features=len(m.clinical),
+                             crop_channels=len(crop.modalities) if m.lesion_crop and crop else 0,
+                             crop_width=m.crop_width)
 
 
 def set_clinical_statistics(model: torch.nn.Module, cohort: DiagnosisCohort, fit_ids: Sequence[str],
@@ -275,12 +279,13 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, str]:
 def check_runs_at_working_shape(config: DiagnosisConfig) -> None:
     """Build the configured model and run a batch of two zero volumes on the working grid through it, so a
     backbone that cannot take that size fails here with a :class:`ConfigError` naming it, not mid-training."""
+    from vbiopsy.train.export_targets import diagnosis_inputs
+
     model = build_model(config)
-    shape = (2, 1, *config.data.working_shape)
-    prior = None if config.model.prior == "none" else torch.ones(shape)
+    named = diagnosis_inputs(config, model, 2, 0)
     try:
         with torch.no_grad():
-            model.train()(torch.zeros(shape), prior)
+            model.train()(**named)
     except (RuntimeError, ValueError, InputError) as err:
         raise ConfigError(f"backbone {config.model.backbone!r} cannot run on the working grid "
                           f"{list(config.data.working_shape)}: {str(err).splitlines()[0]}") from None
@@ -318,7 +323,8 @@ def ablation_table(config: DiagnosisConfig, out: str | Path, *, cache_dir: Path 
     for name, (prior, mca) in ABLATION_ROWS.items():
         input_prior = "none" if prior == "none" else (config.model.input_prior if mca else loc_input)
         variants[name] = {"prior": prior, "mca": mca, "input_prior": input_prior,
-                          "geometry": config.model.geometry and prior != "none"}
+                          "geometry": config.model.geometry and prior != "none",
+                          "lesion_crop": config.model.lesion_crop and prior != "none"}
     return _variant_table(config, Path(out), variants, "row", cache_dir)
 
 
@@ -359,20 +365,19 @@ def clinical_inputs(config: DiagnosisConfig, subject_ids: Sequence[str], cohort:
     return clinical_matrix(manifest, subject_ids, config.model.clinical)
 
 
-def case_gradcam(models: list[torch.nn.Module], sample: DiagnosisSample, prior: str, target: int,
+def case_gradcam(models: list[torch.nn.Module], sample: DiagnosisSample, config: DiagnosisConfig, target: int,
                  clinical: np.ndarray | None = None) -> np.ndarray:
-    """Grad-CAM (working grid, [0, 1]) of class ``target`` on each model's ``feature_module``, averaged, peak 1
-    (``clinical``: the patient's (k,) clinical inputs when the model takes them)."""
+    """Grad-CAM (working grid, [0, 1]) of class ``target`` on each model's ``feature_module`` (the whole-brain
+    backbone), averaged, peak 1 (``clinical``: the patient's (k,) clinical inputs when the model takes them;
+    the lesion crop, when the model takes one, is the sample's central window)."""
     from vbiopsy.explain import grad_cam
     from vbiopsy.explain.gradcam import normalise_by_max
 
-    image = torch.from_numpy(sample.image)[None, None]
-    mask = sample.prior(prior)
-    inputs = image if mask is None else (image, torch.from_numpy(mask)[None, None])
-    extra = None if clinical is None else (torch.as_tensor(clinical, dtype=torch.float32)[None],)
-    if extra is not None and mask is None:
-        inputs, extra = image, (None, *extra)
-    maps = [grad_cam(model, model.feature_module, inputs, target, additional_forward_args=extra)[0]  # type: ignore[arg-type]
+    dataset = DiagnosisDataset([sample], prior=config.model.prior, crop_jitter=crop_jitter(config),
+                               clinical=None if clinical is None else np.asarray(clinical, np.float32)[None])
+    named = {k: v[None] for k, v in model_inputs(dataset[0]).items()}
+    extra = tuple(named.get(k) for k in ("prior", "clinical", "crop"))
+    maps = [grad_cam(model, model.feature_module, named["image"], target, additional_forward_args=extra)[0]  # type: ignore[arg-type]
             for model in models]
     return normalise_by_max(np.mean(maps, axis=0)[None])[0]
 
@@ -400,7 +405,7 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
         if sample is None:
             raise InputError(samples_dir, f"no cached sample for {row['subject_id']}")
         predicted = int(np.argmax(row[COLUMNS].to_numpy(dtype=float)))
-        cam = case_gradcam([models[int(row["fold"])]], sample, config.model.prior, predicted,
+        cam = case_gradcam([models[int(row["fold"])]], sample, config, predicted,
                            None if clinical is None else clinical[i])
         tumour = sample.priors["seg"] >= 0.5 if "seg" in sample.priors else None
         peak = np.unravel_index(int(np.argmax(cam)), cam.shape)

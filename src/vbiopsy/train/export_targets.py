@@ -228,7 +228,8 @@ def diagnosis_inputs(config: DiagnosisConfig, model: nn.Module, batch: int, seed
     """The diagnoser's inputs by keyword name, as a seeded random batch (THE one place that knows them:
     a new model input is added here). image (batch, 1, *working_shape) ~ N(0, 1); prior (same grid)
     uniform in [0, 1], the second row all zero (the whole-brain fallback); clinical (batch, k) drawn
-    around the model's stored training mean ± std, one value missing (NaN) in the first row."""
+    around the model's stored training mean ± std, one value missing (NaN) in the first row; crop (batch, M,
+    *lesion_crop.shape) ~ N(0, 1) with ``model.lesion_crop``."""
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 1, *config.data.working_shape)
     named = {"image": torch.randn(shape, generator=generator)}
@@ -244,6 +245,9 @@ def diagnosis_inputs(config: DiagnosisConfig, model: nn.Module, batch: int, seed
         clinical = mean + std * torch.randn((batch, k), generator=generator)
         clinical[0, 0] = float("nan")
         named["clinical"] = clinical
+    crop = config.data.lesion_crop
+    if config.model.lesion_crop and crop is not None:
+        named["crop"] = torch.randn((batch, len(crop.modalities), *crop.shape), generator=generator)
     return named
 
 
@@ -275,6 +279,11 @@ def diagnosis_plan(config: DiagnosisConfig, run_dir: Path) -> ExportPlan:
                  "prior": f"float32 (batch, 1, {grid}) in [0, 1]: the {config.model.prior} tumour prior",
                  "clinical": f"float32 (batch, {len(config.model.clinical)}): {', '.join(config.model.clinical)} "
                              "(NaN = missing; imputed and standardised inside the model)"}
+    if config.data.lesion_crop is not None:
+        crop = config.data.lesion_crop
+        described["crop"] = (f"float32 (batch, {len(crop.modalities)}, {', '.join(map(str, crop.shape))}): "
+                             f"{', '.join(crop.modalities)} z-scored in the brain, {crop.spacing_mm} mm voxels, "
+                             f"centred on the {config.model.prior} prior's centre of mass")
     return ExportPlan("diagnosis", targets, names, ("probabilities",), {n: described.get(n, n) for n in names},
                       list(DIAGNOSES))
 
