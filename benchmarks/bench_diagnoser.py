@@ -62,8 +62,8 @@ def main() -> None:
     from vbiopsy.data.phantoms import PhantomConfig, generate_cohort
     from vbiopsy.train.diagnosis_data import prepare_samples
     from vbiopsy.train.diagnosis_config import load_diagnosis_config, with_changes
-    from vbiopsy.train.diagnosis_run import (ablation_table, backbone_table, evaluate_diagnosis, gradcam_overlays,
-                                             run_cross_validation)
+    from vbiopsy.train.diagnosis_gradcam import gradcam_overlays
+    from vbiopsy.train.diagnosis_run import ablation_table, backbone_table, evaluate_diagnosis, run_cross_validation
     from vbiopsy.train.run import bundled_config
 
     machine_state("start")

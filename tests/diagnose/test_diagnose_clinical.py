@@ -19,7 +19,8 @@ from vbiopsy.errors import InputError
 from vbiopsy.train.checkpoint import load_checkpoint
 from vbiopsy.train.diagnosis_config import load_diagnosis_config
 from vbiopsy.train.diagnosis_predict import case_clinical, predict_diagnosis
-from vbiopsy.train.diagnosis_run import gradcam_overlays, run_cross_validation
+from vbiopsy.train.diagnosis_gradcam import gradcam_overlays
+from vbiopsy.train.diagnosis_run import run_cross_validation
 
 pytestmark = pytest.mark.slow
 COLUMNS = [f"p_{d}" for d in DIAGNOSES]
@@ -76,6 +77,7 @@ def test_predict_reproduces_the_test_predictions_and_imputes_a_missing_age(run: 
 def test_gradcam_runs_with_clinical_inputs_and_the_crop(run: Path) -> None:
     summary = json.loads(gradcam_overlays(run).read_text())
     assert len(summary["patients"]) == 2
+    assert all(0.0 <= p["crop_share"] <= 1.0 for p in summary["patients"])  # evidence split between the branches
 
 
 def test_case_clinical_checks_the_count_and_names_missing_values() -> None:

@@ -22,8 +22,8 @@ from vbiopsy.errors import ConfigError
 from vbiopsy.train.checkpoint import load_checkpoint
 from vbiopsy.train.diagnosis_config import load_diagnosis_config
 from vbiopsy.train.diagnosis_predict import diagnose_case
-from vbiopsy.train.diagnosis_run import (ablation_table, backbone_table, evaluate_diagnosis, gradcam_overlays,
-                                         run_cross_validation)
+from vbiopsy.train.diagnosis_gradcam import gradcam_overlays
+from vbiopsy.train.diagnosis_run import ablation_table, backbone_table, evaluate_diagnosis, run_cross_validation
 
 pytestmark = pytest.mark.slow
 

@@ -44,6 +44,44 @@ def normalise_by_max(maps: np.ndarray) -> np.ndarray:
     return (flat / scale[:, None]).reshape(maps.shape).astype(np.float32)
 
 
+def layer_grad_cam(
+    model: nn.Module,
+    layer: nn.Module,
+    inputs: Tensor | tuple[Tensor, ...],
+    target: int | Sequence[int],
+    *,
+    output: Output = "logit",
+    additional_forward_args: tuple[Any, ...] | None = None,
+) -> Tensor:
+    """The signed Grad-CAM ``Σ_c α_c A_c`` (no ReLU, not normalised) on ``layer``'s own grid: (B, x, y, z).
+
+    For a layer followed by global average pooling and a linear score, the map's sum over the layer's
+    voxels is that layer's contribution to the score, so maps of several layers can be put on one
+    scale (see :func:`grad_cam` for the arguments)."""
+    check_model(model)
+    check_model(layer)
+    if not any(module is layer for module in model.modules()):
+        raise ConfigError(f"layer {type(layer).__name__} is not a submodule of the model")
+    items = as_tensor_tuple(inputs)
+    targets = check_targets(target, int(items[0].shape[0]))
+    forward = class_outputs(model, output=output)
+    cam = LayerGradCam(forward, layer)
+    with eval_mode(model):
+        check_class_count(forward, items + tuple(additional_forward_args or ()), targets)
+        maps = cam.attribute(items if len(items) > 1 else items[0], target=targets,
+                             additional_forward_args=additional_forward_args, relu_attributions=False)
+    if not isinstance(maps, Tensor) or maps.ndim != 5:
+        got = tuple(maps.shape) if isinstance(maps, Tensor) else f"{len(maps)} outputs"
+        raise ConfigError(f"Grad-CAM needs a layer with one (B, C, x, y, z) output; this one gives {got}")
+    return maps.detach()[:, 0]
+
+
+def upsample_map(maps: Tensor, shape: Sequence[int]) -> Tensor:
+    """(B, x, y, z) maps resampled trilinearly onto ``shape`` (voxel edges aligned, ``align_corners=False``)."""
+    with torch.no_grad():
+        return LayerAttribution.interpolate(maps[:, None], tuple(shape), interpolate_mode="trilinear")[:, 0]
+
+
 def grad_cam(
     model: nn.Module,
     layer: nn.Module,
@@ -65,22 +103,6 @@ def grad_cam(
         output: class score explained, ``"logit"`` (default) or ``"probability"``.
         additional_forward_args: extra model arguments passed through unchanged.
     """
-    check_model(model)
-    check_model(layer)
-    if not any(module is layer for module in model.modules()):
-        raise ConfigError(f"layer {type(layer).__name__} is not a submodule of the model")
-    items = as_tensor_tuple(inputs)
-    targets = check_targets(target, int(items[0].shape[0]))
-    shape = _check_out_shape(out_shape, items)
-    forward = class_outputs(model, output=output)
-    cam = LayerGradCam(forward, layer)
-    with eval_mode(model):
-        check_class_count(forward, items + tuple(additional_forward_args or ()), targets)
-        maps = cam.attribute(items if len(items) > 1 else items[0], target=targets,
-                             additional_forward_args=additional_forward_args, relu_attributions=True)
-    if not isinstance(maps, Tensor) or maps.ndim != 5:
-        got = tuple(maps.shape) if isinstance(maps, Tensor) else f"{len(maps)} outputs"
-        raise ConfigError(f"Grad-CAM needs a layer with one (B, C, x, y, z) output; this one gives {got}")
-    with torch.no_grad():
-        upsampled = LayerAttribution.interpolate(maps.detach(), shape, interpolate_mode="trilinear")
-    return normalise_by_max(upsampled[:, 0].cpu().numpy())
+    shape = _check_out_shape(out_shape, as_tensor_tuple(inputs))
+    maps = layer_grad_cam(model, layer, inputs, target, output=output, additional_forward_args=additional_forward_args)
+    return normalise_by_max(upsample_map(maps.clamp_min(0), shape).cpu().numpy())

@@ -74,7 +74,8 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
     from vbiopsy.tasks.diagnose import ensemble_probabilities, predict_probabilities
     from vbiopsy.train.diagnosis_data import (DiagnosisDataset, crop_images, crop_jitter, localize_scan,
                                               paste_to_scan, sample_from_localization)
-    from vbiopsy.train.diagnosis_run import case_gradcam, load_fold_models
+    from vbiopsy.train.diagnosis_gradcam import case_gradcam
+    from vbiopsy.train.diagnosis_run import load_fold_models
 
     config, models = load_fold_models(run_dir)
     name = subject_id or Path(t1c_path).name

@@ -44,12 +44,10 @@ from vbiopsy.config import save_config
 from vbiopsy.data.schema import DIAGNOSES
 from vbiopsy.data.splits import make_splits
 from vbiopsy.errors import ConfigError, InputError
-from vbiopsy.tasks.diagnose import (DiagnosisTask, ensemble_probabilities, model_inputs, predict_probabilities,
-                                    validation_score)
+from vbiopsy.tasks.diagnose import DiagnosisTask, ensemble_probabilities, predict_probabilities, validation_score
 from vbiopsy.train.checkpoint import load_checkpoint, save_checkpoint
 from vbiopsy.train.diagnosis_config import DiagnosisConfig, load_diagnosis_config, with_changes
-from vbiopsy.train.diagnosis_data import (DiagnosisCohort, DiagnosisDataset, DiagnosisSample, crop_jitter,
-                                          diagnosis_labels, manifest_rows, prepare_diagnosis_cohort)
+from vbiopsy.train.diagnosis_data import DiagnosisCohort, diagnosis_labels, manifest_rows, prepare_diagnosis_cohort
 
 COLUMNS: list[str] = [f"p_{d}" for d in DIAGNOSES]
 ABLATION_ROWS: dict[str, tuple[str, bool]] = {"none": ("none", False), "coarse": ("coarse", False),
@@ -363,66 +361,6 @@ def clinical_inputs(config: DiagnosisConfig, subject_ids: Sequence[str], cohort:
     d = config.data
     manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
     return clinical_matrix(manifest, subject_ids, config.model.clinical)
-
-
-def case_gradcam(models: list[torch.nn.Module], sample: DiagnosisSample, config: DiagnosisConfig, target: int,
-                 clinical: np.ndarray | None = None) -> np.ndarray:
-    """Grad-CAM (working grid, [0, 1]) of class ``target`` on each model's ``feature_module`` (the whole-brain
-    backbone), averaged, peak 1 (``clinical``: the patient's (k,) clinical inputs when the model takes them;
-    the lesion crop, when the model takes one, is the sample's central window)."""
-    from vbiopsy.explain import grad_cam
-    from vbiopsy.explain.gradcam import normalise_by_max
-
-    dataset = DiagnosisDataset([sample], prior=config.model.prior, crop_jitter=crop_jitter(config),
-                               clinical=None if clinical is None else np.asarray(clinical, np.float32)[None])
-    named = {k: v[None] for k, v in model_inputs(dataset[0]).items()}
-    extra = tuple(named.get(k) for k in ("prior", "clinical", "crop"))
-    maps = [grad_cam(model, model.feature_module, named["image"], target, additional_forward_args=extra)[0]  # type: ignore[arg-type]
-            for model in models]
-    return normalise_by_max(np.mean(maps, axis=0)[None])[0]
-
-
-def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) -> Path:
-    """Grad-CAM of the predicted class for the first OOF patients (each by the fold model that did not train
-    on it): ``gradcam/gradcam.png`` (slices with the map and, where known, the tumour outline) and
-    ``gradcam/gradcam.json`` (whether the peak lies in the 1-voxel-dilated tumour, mass inside it)."""
-    from scipy import ndimage
-
-    from vbiopsy.explain import mass_inside
-    from vbiopsy.report.figures import saliency_panels
-
-    run_dir = Path(run_dir)
-    config, models = load_fold_models(run_dir)
-    limit = config.explain.max_patients if max_patients is None else max_patients
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-        raise ConfigError(f"max_patients must be an integer >= 0, got {limit!r}")
-    samples_dir = Path(json.loads((run_dir / "run.json").read_text())["samples_dir"])
-    oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"subject_id": str}).sort_values("subject_id").head(limit)
-    clinical = clinical_inputs(config, list(oof["subject_id"]))
-    panels, rows = [], []
-    for i, (_, row) in enumerate(oof.iterrows()):
-        sample = DiagnosisSample.load(samples_dir / f"{row['subject_id']}.npz")
-        if sample is None:
-            raise InputError(samples_dir, f"no cached sample for {row['subject_id']}")
-        predicted = int(np.argmax(row[COLUMNS].to_numpy(dtype=float)))
-        cam = case_gradcam([models[int(row["fold"])]], sample, config, predicted,
-                           None if clinical is None else clinical[i])
-        tumour = sample.priors["seg"] >= 0.5 if "seg" in sample.priors else None
-        peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
-        record = {"subject_id": row["subject_id"], "true": DIAGNOSES[int(row["target"])],
-                  "predicted": DIAGNOSES[predicted]}
-        if tumour is not None and tumour.any():
-            record["peak_in_tumour"] = bool(ndimage.binary_dilation(tumour)[peak])
-            record["mass_in_tumour"] = round(mass_inside(cam, tumour, dilate_vox=1.0), 4)
-        rows.append(record)
-        caption = f"{record['subject_id']}\n{record['true']} → {record['predicted']}"
-        panels.append((caption, sample.image, cam, tumour))
-    out = ensure_writable_dir(run_dir / "gradcam")
-    if panels:
-        saliency_panels(panels, out / "gradcam.png", title="Grad-CAM of the predicted class (out-of-fold)")
-    peaks = [r["peak_in_tumour"] for r in rows if "peak_in_tumour" in r]
-    summary = {"patients": rows, "peak_in_tumour_share": round(float(np.mean(peaks)), 4) if peaks else None}
-    return write_text_atomic(out / "gradcam.json", json.dumps(summary, indent=1) + "\n")
 
 
 def train_diagnoser(config: DiagnosisConfig, out: str | Path, *, evaluate: bool = True) -> Path:

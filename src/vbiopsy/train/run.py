@@ -80,7 +80,7 @@ def finish_run(config: AnyConfig, run_dir: Path, *, evaluate: bool = True) -> Pa
 
         print(f"explanations: {explain_run(config, run_dir)}")
     if isinstance(config, DiagnosisConfig) and config.explain.enabled and config.explain.max_patients:
-        from vbiopsy.train.diagnosis_run import gradcam_overlays
+        from vbiopsy.train.diagnosis_gradcam import gradcam_overlays
 
         print(f"grad-cam: {gradcam_overlays(run_dir)}")
     print(f"run: {run_dir}")
