@@ -12,15 +12,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vbiopsy.data.roi_cubes import RoiCube
 from vbiopsy.errors import ConfigError
 from vbiopsy.train.augment import augment_cube
 from vbiopsy.train.config import AugmentSettings
+from vbiopsy.train.seeded_dataset import EpochSeededDataset
 
 
-class CubeDataset(Dataset):
+class CubeDataset(EpochSeededDataset):
     """Items ``{"image": (4, X, Y, Z) float32, "index": int[, "target"][, "tabular": (F,) float32]}``.
 
     Args:
@@ -45,13 +45,7 @@ class CubeDataset(Dataset):
         self.targets = targets
         self.tabular = None if tabular is None else np.asarray(tabular, dtype=np.float32)
         self.augment = augment if augment is not None and augment.enabled else None
-        self.seed = seed
-        self.epoch = 0
-        self.drawn: dict[int, dict[str, Any]] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation draw (called at the start of every training epoch)."""
-        self.epoch = int(epoch)
+        self.init_seeding(seed)
 
     def __len__(self) -> int:
         return len(self.cubes)
@@ -61,9 +55,8 @@ class CubeDataset(Dataset):
         if self.augment is None:
             image = cube.channels()
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
             raw, mask, drawn = augment_cube(cube.raw, cube.mask, spacing=cube.spacing, noise_scale=cube.stats.scale,
-                                            settings=self.augment, rng=rng)
+                                            settings=self.augment, rng=self.item_rng(index))
             self.drawn[index] = drawn
             image = cube.channels(raw, mask)
         item: dict[str, Any] = {"image": torch.from_numpy(image), "index": index}

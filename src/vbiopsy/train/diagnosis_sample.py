@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from vbiopsy.atomic import write_with_atomic
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.train.diagnosis_augment import apply_crop_augmentation, augment_pair
 from vbiopsy.train.diagnosis_config import DiagnosisAugmentSettings
 from vbiopsy.train.diagnosis_crop import crop_window
+from vbiopsy.train.seeded_dataset import EpochSeededDataset
 
 PRIORS: tuple[str, ...] = ("coarse", "refined", "seg")
 
@@ -86,7 +86,7 @@ class DiagnosisSample:
 
 
 
-class DiagnosisDataset(Dataset):
+class DiagnosisDataset(EpochSeededDataset):
     """Items ``{"image": (1, X, Y, Z), "index": int[, "prior": (1, X, Y, Z)][, "crop": (M, x, y, z)][, "clinical": (k,)]
     [, "target": int64]}``; ``crop_jitter`` (the stored crops' margin) asks for the lesion crop of the prior.
 
@@ -117,13 +117,7 @@ class DiagnosisDataset(Dataset):
                 sample.crop(prior)
         self.targets = targets
         self.augment = augment if augment is not None and augment.enabled else None
-        self.seed = seed
-        self.epoch = 0
-        self.drawn: dict[int, dict[str, Any]] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the augmentation draw (called at the start of every training epoch)."""
-        self.epoch = int(epoch)
+        self.init_seeding(seed)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -134,8 +128,8 @@ class DiagnosisDataset(Dataset):
         jitter = self.crop_jitter
         crop = None if jitter is None else sample.crop(self.prior_name)
         if self.augment is not None:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            image, prior, drawn = augment_pair(image, prior, self.augment, rng, crop_jitter=jitter or 0)
+            image, prior, drawn = augment_pair(image, prior, self.augment, self.item_rng(index),
+                                               crop_jitter=jitter or 0)
             self.drawn[index] = drawn
             crop = None if crop is None else apply_crop_augmentation(crop, drawn, jitter or 0)
         elif crop is not None:
