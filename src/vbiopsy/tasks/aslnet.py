@@ -15,18 +15,16 @@ threshold 1e-4); optional per-parameter gradient-norm clipping (Keras ``clipnorm
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from vbiopsy.tasks.losses import binary_cross_entropy, cox_partial_likelihood, weighted_smoothed_cross_entropy
+from vbiopsy.tasks.validation import MONITOR, ValidationCollector
 from vbiopsy.train.config import OptimSettings, Task
 
-MONITOR = "val_score"
 
 
 def probabilities(task: Task, logits: Tensor) -> Tensor:
@@ -58,7 +56,7 @@ def validation_score(task: Task, target: np.ndarray, output: np.ndarray) -> floa
     return float(roc_auc(y, scores))
 
 
-class AslNetTask(L.LightningModule):
+class AslNetTask(ValidationCollector):
     """Training/validation logic around ``model`` (``model(image)`` or ``model(image, tabular)`` → logits)."""
 
     def __init__(self, model: nn.Module, *, task: Task, optim: OptimSettings,
@@ -70,9 +68,7 @@ class AslNetTask(L.LightningModule):
         self.uses_tabular = uses_tabular
         weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
         self.register_buffer("class_weight", weight, persistent=False)
-        self._val_targets: list[Tensor] = []
-        self._val_outputs: list[Tensor] = []
-        self.history: list[dict[str, float]] = []
+        self.init_collector()
 
     def forward(self, image: Tensor, tabular: Tensor | None = None) -> Tensor:
         return self.model(image, tabular) if self.uses_tabular else self.model(image)
@@ -97,23 +93,14 @@ class AslNetTask(L.LightningModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self._logits(batch)
-        self._val_targets.append(batch["target"].detach().cpu())
-        self._val_outputs.append(probabilities(self.task, logits).detach().cpu())
+        self.collect(batch["target"], probabilities(self.task, self._logits(batch)))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_targets:
+        collected = self.take_collected()
+        if collected is None:
             return
-        target = torch.cat(self._val_targets).numpy()
-        output = torch.cat(self._val_outputs).numpy()
-        self._val_targets.clear()
-        self._val_outputs.clear()
-        score = validation_score(self.task, target, output)
-        self.log(MONITOR, score, prog_bar=False)
         train_loss = self.trainer.callback_metrics.get("train_loss")
-        self.history.append({"epoch": int(self.current_epoch), MONITOR: round(score, 6),
-                             "train_loss": round(float(train_loss), 6) if train_loss is not None else math.nan,
-                             "lr": float(self.optimizers().param_groups[0]["lr"]) if self.trainer.optimizers else math.nan})
+        self.record_epoch(validation_score(self.task, *collected), None if train_loss is None else float(train_loss))
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay,

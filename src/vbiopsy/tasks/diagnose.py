@@ -15,18 +15,16 @@ in steps of several per cent and ties across many epochs, the AUC is smooth — 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from vbiopsy.errors import ConfigError
-from vbiopsy.tasks.aslnet import MONITOR
+from vbiopsy.tasks.validation import ValidationCollector
 from vbiopsy.tasks.losses import weighted_smoothed_cross_entropy
 from vbiopsy.train.diagnosis_config import DiagnosisOptimSettings, Monitor
 
@@ -64,7 +62,7 @@ def model_inputs(batch: dict[str, Any]) -> dict[str, Tensor]:
     return named
 
 
-class DiagnosisTask(L.LightningModule):
+class DiagnosisTask(ValidationCollector):
     """Training/validation logic around ``model(image[, prior][, clinical][, crop]) → logits (B, K)``.
 
     Args:
@@ -86,10 +84,8 @@ class DiagnosisTask(L.LightningModule):
         self.task = "diagnosis"
         weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float32)
         self.register_buffer("class_weight", weight, persistent=False)
-        self._val_targets: list[Tensor] = []
-        self._val_outputs: list[Tensor] = []
         self._epoch_losses: list[float] = []
-        self.history: list[dict[str, float]] = []
+        self.init_collector()
 
     def forward(self, batch: dict[str, Any]) -> Tensor:
         """Logits (B, K) of a dataset batch."""
@@ -119,24 +115,15 @@ class DiagnosisTask(L.LightningModule):
             scheduler.step()  # type: ignore[union-attr]
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        logits = self(batch)
-        self._val_targets.append(batch["target"].detach().cpu())
-        self._val_outputs.append(torch.softmax(logits.float(), dim=1).detach().cpu())
+        self.collect(batch["target"], torch.softmax(self(batch).float(), dim=1))
 
     def on_validation_epoch_end(self) -> None:
-        if not self._val_targets:
+        collected = self.take_collected()
+        if collected is None:
             return
-        target = torch.cat(self._val_targets).numpy()
-        output = torch.cat(self._val_outputs).numpy()
-        self._val_targets.clear()
-        self._val_outputs.clear()
-        score = validation_score(target, output, self.optim.monitor)
-        self.log(MONITOR, score, prog_bar=False)
-        train_loss = float(np.mean(self._epoch_losses)) if self._epoch_losses else math.nan
+        train_loss = float(np.mean(self._epoch_losses)) if self._epoch_losses else None
         self._epoch_losses.clear()
-        lr = float(self.optimizers().param_groups[0]["lr"]) if self.trainer.optimizers else math.nan
-        self.history.append({"epoch": int(self.current_epoch), MONITOR: round(score, 6),
-                             "train_loss": round(train_loss, 6), "lr": lr})
+        self.record_epoch(validation_score(*collected, self.optim.monitor), train_loss)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)

@@ -67,7 +67,8 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from vbiopsy.errors import ConfigError
-from vbiopsy.tasks.aslnet import MONITOR, AslNetTask, probabilities
+from vbiopsy.tasks.aslnet import AslNetTask, probabilities
+from vbiopsy.tasks.validation import MONITOR
 from vbiopsy.train.dataset import CubeDataset
 from vbiopsy.train.resume import EpochCheckpoints, TrainingState
 
