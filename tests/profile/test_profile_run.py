@@ -90,6 +90,7 @@ def test_run_writes_oof_and_test_predictions_on_the_scan_grid(run: Path, cohort:
     assert "policy" in metrics["oof"]["segmentation"]
     history = pd.read_csv(out / "fold_0" / "history.csv")
     assert len(history) == 2 and history["train_loss"].notna().all() and history["val_wt_dice"].notna().all()
+    assert (history["val_wt_volume_ratio"] >= 0).all()  # every phantom has a tumour: defined, never NaN
 
 
 def test_same_config_and_seed_give_identical_outputs_and_test_labels_are_never_read(run: Path, cohort: Path) -> None:

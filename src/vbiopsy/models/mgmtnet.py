@@ -19,7 +19,9 @@ encoder, attention pooling, 4 heads, window 4; also ``configs/mgmtnet.yaml``):
 list). One 128³ window costs ≈ 205 GFLOP (SwinUNETR, feature size 48: ≈ 1,560 GFLOP).
 
 Choices beyond the paper (details in the block modules): GroupNorm instead of BatchNorm
-(batch 2 in training, 1 in sliding windows, missing modalities); Swin window 4 instead of 8
+(batch 2 in training, 1 in sliding windows, missing modalities), with its statistics taken over
+the brain voxels only (:func:`~vbiopsy.models.cmaf.normalise_over_brain`), so that predictions
+do not depend on how much zero background or padding a window holds; Swin window 4 instead of 8
 and no Swin at encoder stage 0 (memory and time at the paper's 128³ window: an 8³ window holds
 512 tokens and stage 0 is a 64³ grid); Swin stages at the CNN stages' resolutions so that they
 are fused per stage for the skips; the marker head's tumour gate is not detached.
@@ -33,7 +35,7 @@ from typing import Literal
 from torch import Tensor, nn
 
 from vbiopsy.errors import ConfigError
-from vbiopsy.models.cmaf import build_fusion, check_image
+from vbiopsy.models.cmaf import build_fusion, check_image, normalise_over_brain, use_brain_group_norm
 from vbiopsy.models.film import check_int, check_rate
 from vbiopsy.models.hybrid_encoder import HybridEncoder
 from vbiopsy.models.marker_head import MarkerHead
@@ -103,6 +105,7 @@ class MGMTNet(nn.Module):
                                            deep_supervision=deep_supervision)
         self.marker_head = MarkerHead(self.encoder.channels[-1], n_markers, pooling=marker_pooling,
                                       hidden=head_hidden, dropout=head_dropout)
+        use_brain_group_norm(self)  # brain-only statistics inside forward/segment (same parameters)
 
     @property
     def divisor(self) -> int:
@@ -117,10 +120,11 @@ class MGMTNet(nn.Module):
         """
         check_image(image, self.in_modalities)
         self.encoder.check_size(tuple(image.shape[2:]))  # before any work
-        fused, weights = self.fusion(image, modality_mask)
-        features = self.encoder(fused)
-        decoded = self.decoder(fused, features)
-        markers, attention = self.marker_head(features[-1], decoded.logits)
+        with normalise_over_brain(image):
+            fused, weights = self.fusion(image, modality_mask)
+            features = self.encoder(fused)
+            decoded = self.decoder(fused, features)
+            markers, attention = self.marker_head(features[-1], decoded.logits)
         return MGMTNetOutput(decoded.logits, markers, weights, decoded.deep_supervision, attention)
 
     def segment(self, image: Tensor, modality_mask: Tensor | None = None) -> Tensor:
@@ -131,5 +135,6 @@ class MGMTNet(nn.Module):
         """
         check_image(image, self.in_modalities)
         self.encoder.check_size(tuple(image.shape[2:]))
-        fused, _ = self.fusion(image, modality_mask)
-        return self.decoder(fused, self.encoder(fused)).logits
+        with normalise_over_brain(image):
+            fused, _ = self.fusion(image, modality_mask)
+            return self.decoder(fused, self.encoder(fused)).logits

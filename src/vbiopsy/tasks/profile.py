@@ -7,7 +7,9 @@ smoothing, class-balanced positive weights, optional focal; unknown labels left 
 
 Validation runs whole-volume sliding-window inference on the validation patients (every
 ``validate_every`` epochs) and logs ``val_score`` = mean whole-tumour Dice, averaged with the mean
-marker AUC over the markers whose validation labels have both classes. AdamW with a cosine
+marker AUC over the markers whose validation labels have both classes. The history also gets
+``val_wt_volume_ratio``: the mean predicted / reference whole-tumour volume over the validation
+patients with a tumour (≫ 1: healthy brain labelled tumour). AdamW with a cosine
 schedule (optional linear warm-up), as in the paper.
 """
 
@@ -23,19 +25,40 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vbiopsy.errors import ConfigError
+from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.tasks.losses import masked_marker_loss
 from vbiopsy.train.profile_config import ProfileConfig
 
 MONITOR = "val_score"
 
 
+WHOLE_TUMOUR_LABELS = (1, 2, 3)
+"""BraTS 2024 labels of the whole tumour (NETC, SNFH, ET; the resection cavity is not tumour)."""
+
+
 def whole_tumour_dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice of the whole tumour (labels 1–3) of two label maps; 1 when both are empty."""
-    a = np.isin(pred, (1, 2, 3))
-    b = np.isin(ref, (1, 2, 3))
+    a = np.isin(pred, WHOLE_TUMOUR_LABELS)
+    b = np.isin(ref, WHOLE_TUMOUR_LABELS)
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * float((a & b).sum()) / total
+
+
+def whole_tumour_volume_ratio(pred: np.ndarray, ref: np.ndarray) -> float | None:
+    """Predicted / reference whole-tumour volume of two label maps on one grid; ``None`` when the
+    reference has no tumour. A sanity figure beside the Dice: ≫ 1 is a model that labels healthy
+    brain as tumour, ≪ 1 one that misses it, though both can have the same low Dice."""
+    pred, ref = np.asarray(pred), np.asarray(ref)
+    if pred.shape != ref.shape:
+        raise InputError("prediction", f"label map shape {pred.shape} differs from the reference {ref.shape}")
+    reference = int(np.isin(ref, WHOLE_TUMOUR_LABELS).sum())
+    return None if reference == 0 else int(np.isin(pred, WHOLE_TUMOUR_LABELS).sum()) / reference
+
+
+def mean_defined(values: Sequence[float | None]) -> float:
+    """Mean of the values that are not ``None``; NaN when there is none."""
+    defined = [float(v) for v in values if v is not None]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def marker_auc(markers: np.ndarray, prob: np.ndarray) -> list[float | None]:
@@ -119,16 +142,18 @@ class ProfileTask(L.LightningModule):
         if not self.val_cases:
             return
         patch = self.config.augment.patch
-        dice, probs = [], []
+        dice, ratios, probs = [], [], []
         for case in self.val_cases:
             pred = predict_case(self.model, case, patch=patch, settings=self.config.inference)
             dice.append(whole_tumour_dice(pred.labels, case.seg))
+            ratios.append(whole_tumour_volume_ratio(pred.labels, case.seg))
             probs.append(pred.markers)
         markers = np.stack([c.markers for c in self.val_cases])
         aucs = marker_auc(markers, np.stack(probs))
         score = validation_score(dice, aucs, self.config.optim.monitor)
         self.log(MONITOR, score)
-        row = {MONITOR: round(score, 6), "val_wt_dice": round(float(np.mean(dice)), 6)}
+        row = {MONITOR: round(score, 6), "val_wt_dice": round(float(np.mean(dice)), 6),
+               "val_wt_volume_ratio": round(mean_defined(ratios), 4)}
         for name, auc in zip(self.config.data.markers, aucs):
             row[f"val_auc_{name}"] = math.nan if auc is None else round(auc, 6)
         self._val_row = row
