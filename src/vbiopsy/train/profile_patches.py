@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import ndimage
-from torch.utils.data import Dataset
 
 from vbiopsy.errors import ConfigError
 from vbiopsy.train.augment import elastic_field
 from vbiopsy.train.profile_config import ProfileAugment
 from vbiopsy.train.profile_data import ProfileCase
+from vbiopsy.train.seeded_dataset import EpochSeededDataset
 
 
 def pad_to(array: np.ndarray, shape: Sequence[int]) -> np.ndarray:
@@ -97,7 +97,7 @@ def augment_patch(image: np.ndarray, seg: np.ndarray, present: np.ndarray, *, sp
     return image, seg, present, drawn
 
 
-class PatchDataset(Dataset):
+class PatchDataset(EpochSeededDataset):
     """Items ``{"image": (M, *patch), "seg": (*patch) long, "present": (M,) float, "markers": (K,),
     "index": int}``; ``markers`` NaN where unknown.
 
@@ -118,22 +118,16 @@ class PatchDataset(Dataset):
         self.cases = list(cases)
         self.patch = tuple(int(p) for p in patch)
         self.settings = settings
-        self.seed = seed
         self.length = length or len(self.cases)
         self.augment = augment
-        self.epoch = 0
-        self.drawn: dict[int, dict[str, Any]] = {}
-
-    def set_epoch(self, epoch: int) -> None:
-        """Change the draw (called at the start of every training epoch)."""
-        self.epoch = int(epoch)
+        self.init_seeding(seed)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         case = self.cases[index % len(self.cases)]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = self.item_rng(index)
         image = pad_to(case.image, self.patch)
         seg = pad_to(case.seg, self.patch)  # type: ignore[arg-type]
         brain = (image != 0).any(axis=0)
