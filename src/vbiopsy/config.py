@@ -80,6 +80,21 @@ class ConfigSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Precision = Literal["auto", "32", "bf16-mixed"]
+
+
+class RunNumerics(ConfigSection):
+    """What every task's ``optim`` section shares: numeric precision, seeding, determinism and how often a
+    resumable training state is saved (read by :func:`vbiopsy.train.fit.fit` for every task)."""
+
+    precision: Precision = Field("auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32")
+    seed: int = Field(0, ge=0)
+    deterministic: bool = Field(True, description="seed every RNG and use deterministic algorithms "
+                                                  "(see vbiopsy.train.fit; `vbiopsy train --deterministic`)")
+    checkpoint_every: int = Field(1, ge=1, le=10000, description="epochs between resumable training-state saves "
+                                                                 "(`vbiopsy train --resume`)")
+
+
 class CohortSource(ConfigSection):
     """Where a training config's patients come from (the first keys of every ``data`` section)."""
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vbiopsy.config import CohortSource
+from vbiopsy.config import CohortSource, RunNumerics
 from vbiopsy.config import ConfigSection as _Section
 
 Task = Literal["grade", "survival", "survival_cox"]
@@ -102,7 +102,7 @@ class AugmentSettings(_Section):
     rician_std_fraction: float = Field(0.02, ge=0, le=1, description="noise std as a fraction of the in-brain robust scale")
 
 
-class OptimSettings(_Section):
+class OptimSettings(RunNumerics):
     """Optimiser, schedule, early stopping and numerics."""
 
     max_epochs: int = Field(150, ge=1, le=10000)
@@ -115,16 +115,9 @@ class OptimSettings(_Section):
     lr_plateau_patience: int = Field(3, ge=1)
     min_lr: float = Field(1e-6, ge=0)
     grad_clip: float | None = Field(None, gt=0, description="per-parameter gradient-norm clip (reference OS: 1.0)")
-    precision: Literal["auto", "32", "bf16-mixed"] = Field(
-        "auto", description="auto: bf16 autocast where the CPU/GPU supports it, else fp32")
-    seed: int = Field(0, ge=0)
-    deterministic: bool = Field(True, description="seed every RNG and use deterministic algorithms "
-                                                  "(see vbiopsy.train.fit; `vbiopsy train --deterministic`)")
     devices: int = Field(1, ge=1, le=1024, description="processes of a Lightning DDP fit (gloo on CPU, NCCL on "
                                                        "GPUs); batch_size is the effective batch (`--devices`)")
     nodes: int = Field(1, ge=1, le=1024, description="machines of a multi-node DDP fit (devices processes on each)")
-    checkpoint_every: int = Field(1, ge=1, le=10000, description="epochs between resumable training-state saves "
-                                                                 "(`vbiopsy train --resume`)")
 
 
 class ExplainSettings(_Section):

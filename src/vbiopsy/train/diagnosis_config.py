@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vbiopsy.config import CohortSource, build_config, read_run_yaml
+from vbiopsy.config import CohortSource, RunNumerics, build_config, read_run_yaml
 from vbiopsy.config import ConfigSection as _Section
 from vbiopsy.localize.config import LocalizerConfig
 
@@ -148,7 +148,7 @@ class DiagnosisAugmentSettings(_Section):
         return value
 
 
-class DiagnosisOptimSettings(_Section):
+class DiagnosisOptimSettings(RunNumerics):
     """Optimiser, schedule, early stopping and numerics (read by :func:`vbiopsy.train.fit.fit` too)."""
 
     max_epochs: int = Field(250, ge=1, le=10000)
@@ -165,11 +165,6 @@ class DiagnosisOptimSettings(_Section):
     monitor: Monitor = Field("auc", description="validation score for early stopping / best epoch: macro "
                                                 "one-vs-rest AUC (smooth on small sets) or balanced accuracy")
     early_stopping_patience: int = Field(30, ge=1)
-    precision: Literal["auto", "32", "bf16-mixed"] = "auto"
-    seed: int = Field(0, ge=0)
-    deterministic: bool = True
-    checkpoint_every: int = Field(1, ge=1, le=10000, description="epochs between resumable training-state saves "
-                                                                 "(`vbiopsy train --resume`)")
 
 
 class DiagnosisExplainSettings(_Section):

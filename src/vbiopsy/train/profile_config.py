@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from vbiopsy.config import CohortSource
+from vbiopsy.config import CohortSource, Precision, RunNumerics
 from vbiopsy.config import ConfigSection as _Section
 from vbiopsy.train.profile_data import MARKERS
 
@@ -102,7 +102,7 @@ class ProfileAugment(_Section):
         return value
 
 
-class ProfileOptim(_Section):
+class ProfileOptim(RunNumerics):
     """Optimiser, schedule, epochs and numerics."""
 
     max_epochs: int = Field(150, ge=1, le=10000)
@@ -117,11 +117,7 @@ class ProfileOptim(_Section):
                                 "AUC (combined), or WT Dice alone (wt_dice: when the validation patients are too "
                                 "few for a stable marker AUC)")
     early_stopping_patience: int = Field(0, ge=0, description="validations without improvement; 0 = off")
-    precision: Literal["auto", "32", "bf16-mixed"] = "32"
-    seed: int = Field(0, ge=0)
-    deterministic: bool = True
-    checkpoint_every: int = Field(1, ge=1, le=10000, description="epochs between resumable training-state saves "
-                                                                 "(`vbiopsy train --resume`)")
+    precision: Precision = "32"
 
 
 class ProfileInference(_Section):
