@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.train.diagnosis_config import LesionCropSettings
@@ -24,15 +25,14 @@ from vbiopsy.train.diagnosis_grid import crop_padded, to_working_grid, zscore_in
 
 
 def centre_of_mass(weights: np.ndarray) -> np.ndarray | None:
-    """Centre of mass (3,) in voxel coordinates of non-negative ``weights`` (X, Y, Z); None when all zero."""
+    """Centre of mass (3,) in voxel coordinates of non-negative ``weights`` (X, Y, Z) (SciPy's); None when all
+    zero."""
     if weights.ndim != 3:
         raise InputError("prior", f"expected a 3-D array (X, Y, Z), got shape {weights.shape}")
     w = np.clip(np.asarray(weights, dtype=np.float64), 0.0, None)
-    total = w.sum()
-    if not total > 0:
+    if not w.sum() > 0:
         return None
-    return np.array([(w.sum(axis=tuple(a for a in range(3) if a != axis)) * np.arange(n)).sum() / total
-                     for axis, n in enumerate(w.shape)])
+    return np.asarray(ndimage.center_of_mass(w), dtype=float)
 
 
 def crop_box(centre: Sequence[float], scan_spacing: Sequence[float], shape: Sequence[int],
