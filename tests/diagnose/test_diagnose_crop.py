@@ -175,3 +175,7 @@ def test_config_rules_for_the_crop_branch() -> None:
         load_diagnosis_config(None, {"data": {"cohort": "x", "lesion_crop": {"modalities": ["t1c", "t1c"]}}})
     # a prior used only by the crop branch is a used prior
     load_diagnosis_config(None, {**base, "model": {"mca": False, "lesion_crop": True}})
+    with pytest.raises(ConfigError, match="whole_brain_dropout 0.5 needs model.lesion_crop"):
+        load_diagnosis_config(None, {"data": {"cohort": "x"}, "model": {"whole_brain_dropout": 0.5}})
+    assert load_diagnosis_config(None, {**base, "model": {"lesion_crop": True, "whole_brain_dropout": 0.5}}) \
+        .model.whole_brain_dropout == 0.5

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vbiopsy.errors import ConfigError, InputError
-from vbiopsy.models.diagnoser import AdaptiveDiagnoser
+from vbiopsy.models.diagnoser import AdaptiveDiagnoser, drop_branch
 from vbiopsy.models.lesion_crop_encoder import LesionCropEncoder, stage_channels
 from vbiopsy.models.prior_geometry import N_GEOMETRY_FEATURES, VOLUME_EPS, VOLUME_SCALE, prior_geometry
 
@@ -151,3 +151,41 @@ def test_the_crop_branch_feeds_the_head_and_is_required() -> None:
         model(image, prior)
     with pytest.raises(InputError, match="lesion crop"):
         model(image, prior, crop=crop[:1])
+
+
+def test_drop_branch_zeroes_whole_rows_and_rescales_the_kept_ones() -> None:
+    torch.manual_seed(0)
+    features = torch.rand(4000, 6) + 0.5
+    dropped = drop_branch(features, 0.25)
+    zero = (dropped == 0).all(dim=1)
+    assert ((dropped == 0).any(dim=1) == zero).all()  # a row goes as a whole
+    assert torch.allclose(dropped[~zero], features[~zero] / 0.75)
+    assert abs(zero.float().mean().item() - 0.25) < 0.03  # 4000 rows: sd of the rate ≈ 0.007
+    assert torch.equal(drop_branch(features, 0.0), features)
+
+
+def test_whole_brain_dropout_acts_in_training_only_and_needs_a_crop_branch() -> None:
+    torch.manual_seed(0)
+    model = AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_channels=1, crop_width=4,
+                              whole_brain_dropout=0.5, dropout=0.0)
+    plain = AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_channels=1, crop_width=4, dropout=0.0)
+    plain.load_state_dict(model.state_dict())  # same parameters and keys: the rate is not state
+    image, prior, crop = torch.randn(8, 1, 16, 16, 16), torch.rand(8, 1, 16, 16, 16), torch.randn(8, 1, 8, 8, 8)
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(image, prior, crop=crop), plain(image, prior, crop=crop))
+    # training: a dropped sample's logits are those of the crop branch alone (whole-brain features zeroed)
+    model.train()
+    for m in model.modules():  # freeze BatchNorm statistics so the two passes see the same normalisation
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        logits = model(image, prior, crop=crop)
+        crop_only = model.classifier.bias + model.crop_encoder(crop) @ model.classifier.weight[:, -16:].T
+    alone = torch.isclose(logits, crop_only, atol=1e-5).all(dim=1)
+    assert 0 < int(alone.sum()) < 8  # seed 3: some samples dropped, some kept
+    with pytest.raises(ConfigError, match="needs a crop branch"):
+        AdaptiveDiagnoser("densenet", backbone_options=TINY, whole_brain_dropout=0.5)
+    with pytest.raises(ConfigError, match="whole_brain_dropout"):
+        AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_channels=1, whole_brain_dropout=1.0)

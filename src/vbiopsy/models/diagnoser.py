@@ -17,6 +17,12 @@ carries them. ``crop_channels=M`` adds a crop branch
 crop (B, M, x, y, z) at the scan's resolution, whose pooled features join the head too. All enter
 the same ``Linear(Dropout(·))``.
 
+``whole_brain_dropout=p`` (training only, with a crop branch): each training sample's whole-brain
+features (GAP(F) and GAP(F_att)) are zeroed with probability p and the kept ones scaled by 1/(1 − p),
+as dropout does per unit but per branch — like modality dropout, it keeps the head from leaning on the
+whole-brain branch alone (which fits 160 phantom patients long before the crop branch has learnt the
+enhancement pattern) and makes the crop branch carry the diagnosis on its own. Not in the paper.
+
 ``input_prior`` decides how the localisation reaches the *input* (Table 2 rows without MCA, "Loc.
 only", where the prior removes background): ``"multiply"`` feeds ``image × M``, ``"channel"`` feeds
 ``[image, M]`` (the backbone then has in_channels + 1 inputs), ``"none"`` the whole brain unchanged.
@@ -59,6 +65,12 @@ def whole_brain_fallback(prior: Tensor | None, image: Tensor) -> Tensor:
     return torch.where(empty[:, None, None, None, None], torch.ones_like(prior), prior)
 
 
+def drop_branch(features: Tensor, rate: float) -> Tensor:
+    """``features`` (B, C) with each sample's row zeroed with probability ``rate``, kept rows × 1/(1 − rate)."""
+    keep = (torch.rand(features.shape[0], 1, device=features.device) >= rate).to(features.dtype)
+    return features * keep / (1.0 - rate)
+
+
 class AdaptiveDiagnoser(nn.Module):
     """Tumour-type classifier: (image (B, in_channels, X, Y, Z), prior (B, 1, X, Y, Z) | None) → logits (B, K).
 
@@ -77,12 +89,15 @@ class AdaptiveDiagnoser(nn.Module):
         clinical_features: number k ≥ 0 of clinical inputs (B, k) appended to the head's input.
         crop_channels: channels M ≥ 0 of a tumour-centred crop input (0: no crop branch).
         crop_width: first-stage width of the crop branch.
+        whole_brain_dropout: probability in [0, 1) of dropping a training sample's whole-brain features
+            (needs a crop branch; see the module docstring).
     """
 
     def __init__(self, backbone: str | nn.Module = "densenet", in_channels: int = 1, n_classes: int = 4, *,
                  mca: bool = True, input_prior: InputPrior = "none", reduction: int = 4, dropout: float = 0.2,
                  backbone_options: dict[str, Any] | None = None, geometry: bool = False,
-                 clinical_features: int = 0, crop_channels: int = 0, crop_width: int = 16) -> None:
+                 clinical_features: int = 0, crop_channels: int = 0, crop_width: int = 16,
+                 whole_brain_dropout: float = 0.0) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
@@ -110,6 +125,10 @@ class AdaptiveDiagnoser(nn.Module):
         crop_channels = check_int("crop_channels", crop_channels, minimum=0)
         self.crop_encoder = LesionCropEncoder(crop_channels, crop_width) if crop_channels else None
         crop_features = self.crop_encoder.out_channels if self.crop_encoder is not None else 0
+        self.whole_brain_dropout = check_rate("whole_brain_dropout", whole_brain_dropout)
+        if self.whole_brain_dropout > 0 and self.crop_encoder is None:
+            raise ConfigError(f"whole_brain_dropout={whole_brain_dropout!r} needs a crop branch (crop_channels > 0): "
+                              "without one a dropped sample has no image features left")
         head = (2 * channels if mca else channels) + (N_GEOMETRY_FEATURES if geometry else 0) + k + crop_features
         self.classifier = nn.Linear(head, self.n_classes)
 
@@ -191,6 +210,8 @@ class AdaptiveDiagnoser(nn.Module):
         if self.mca is not None and mask is not None:
             attended, weights = self.mca(features, resize_prior(mask, features.shape[2:]))
             pooled = torch.cat([pooled, attended.mean(dim=(2, 3, 4))], dim=1)
+        if self.training and self.whole_brain_dropout > 0:
+            pooled = drop_branch(pooled, self.whole_brain_dropout)
         extra = []
         if self.use_geometry and mask is not None:
             extra.append(prior_geometry(mask).to(pooled.dtype))
@@ -214,4 +235,4 @@ class AdaptiveDiagnoser(nn.Module):
     def extra_repr(self) -> str:
         return (f"n_classes={self.n_classes}, mca={self.use_mca}, input_prior={self.input_prior!r}, "
                 f"geometry={self.use_geometry}, clinical_features={self.clinical_features}, "
-                f"crop_branch={self.crop_encoder is not None}")
+                f"crop_branch={self.crop_encoder is not None}, whole_brain_dropout={self.whole_brain_dropout}")

@@ -108,6 +108,9 @@ class DiagnoserSettings(_Section):
     lesion_crop: bool = Field(False, description="a small CNN on the tumour-centred crop of data.lesion_crop "
                                                  "feeds the head (not in the paper)")
     crop_width: int = Field(16, ge=1, le=256, description="first-stage channels of the crop branch")
+    whole_brain_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping a training "
+                                       "sample's whole-brain features so the crop branch carries the diagnosis "
+                                       "too (needs lesion_crop; not in the paper)")
 
     @field_validator("clinical")
     @classmethod
@@ -115,6 +118,13 @@ class DiagnoserSettings(_Section):
         if len(set(value)) != len(value):
             raise ValueError(f"clinical lists a variable twice: {value}")
         return value
+
+    @model_validator(mode="after")
+    def _branch_dropout_needs_crop(self) -> DiagnoserSettings:
+        if self.whole_brain_dropout > 0 and not self.lesion_crop:
+            raise ValueError(f"model.whole_brain_dropout {self.whole_brain_dropout} needs model.lesion_crop: true "
+                             "(without a crop branch a dropped sample has no image features)")
+        return self
 
     @model_validator(mode="after")
     def _prior_needed(self) -> DiagnoserSettings:

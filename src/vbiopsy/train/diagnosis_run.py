@@ -73,7 +73,7 @@ def build_model(config: DiagnosisConfig) -> torch.nn.Module:
                              backbone_options=options or None, geometry=m.geometry,
                              clinical_features=len(m.clinical),
                              crop_channels=len(crop.modalities) if m.lesion_crop and crop else 0,
-                             crop_width=m.crop_width)
+                             crop_width=m.crop_width, whole_brain_dropout=m.whole_brain_dropout)
 
 
 def set_clinical_statistics(model: torch.nn.Module, cohort: DiagnosisCohort, fit_ids: Sequence[str],
