@@ -322,7 +322,8 @@ def ablation_table(config: DiagnosisConfig, out: str | Path, *, cache_dir: Path 
         input_prior = "none" if prior == "none" else (config.model.input_prior if mca else loc_input)
         variants[name] = {"prior": prior, "mca": mca, "input_prior": input_prior,
                           "geometry": config.model.geometry and prior != "none",
-                          "lesion_crop": config.model.lesion_crop and prior != "none"}
+                          "lesion_crop": config.model.lesion_crop and prior != "none",
+                          "whole_brain_dropout": config.model.whole_brain_dropout if prior != "none" else 0.0}
     return _variant_table(config, Path(out), variants, "row", cache_dir)
 
 
