@@ -23,6 +23,7 @@ SWITCHES = {
     "gap": {"marker_pooling": "gap"},
     "gates": {"attention_gates": True},
     "deep_supervision": {"deep_supervision": True},
+    "composition": {"marker_composition": True},
     "all_ablations": {"fusion": "concat", "encoder": "cnn", "marker_pooling": "gap", "attention_gates": True,
                       "deep_supervision": True},
 }
@@ -69,9 +70,9 @@ def test_default_configuration_runs_at_32_cubed() -> None:
     assert model.divisor == 8
 
 
-@pytest.mark.parametrize("fusion", ["cmaf", "concat"])
-def test_outputs_do_not_depend_on_absent_modality_values(fusion: str) -> None:
-    model = _model(fusion=fusion, attention_gates=True, deep_supervision=True)
+@pytest.mark.parametrize("fusion, composition", [("cmaf", False), ("concat", False), ("cmaf", True)])
+def test_outputs_do_not_depend_on_absent_modality_values(fusion: str, composition: bool) -> None:
+    model = _model(fusion=fusion, attention_gates=True, deep_supervision=True, marker_composition=composition)
     image = torch.randn(2, 4, 16, 16, 16)
     mask = torch.tensor([[1, 1, 0, 1], [0, 1, 0, 0]])
     changed = image.clone()
@@ -85,7 +86,8 @@ def test_outputs_do_not_depend_on_absent_modality_values(fusion: str) -> None:
     assert not torch.equal(model(changed, mask).seg_logits[0], a.seg_logits[0])
 
 
-@pytest.mark.parametrize("options", [{}, {"attention_gates": True, "deep_supervision": True}])
+@pytest.mark.parametrize("options", [{}, {"attention_gates": True, "deep_supervision": True},
+                                     {"marker_composition": True}])
 def test_gradient_reaches_every_parameter(options: dict[str, Any]) -> None:
     model = _model(**options).train()
     out = model(torch.randn(2, 4, 16, 16, 16), torch.tensor([[1, 1, 0, 1], [1, 1, 1, 1]]))
@@ -125,6 +127,8 @@ def test_bad_arguments_raise_with_the_value() -> None:
         MGMTNet(n_markers=0)
     with pytest.raises(ConfigError, match="deep_supervision must be True or False, got 1"):
         MGMTNet(deep_supervision=1)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="marker_composition must be True or False, got 'yes'"):
+        MGMTNet(marker_composition="yes")  # type: ignore[arg-type]
     model = MGMTNet(width=8)
     with pytest.raises(ConfigError, match=r"window_size 4 is bigger than the Swin grid \(2, 2, 2\)"):
         model(torch.randn(1, 4, 16, 16, 16))

@@ -22,7 +22,9 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "task": "profile",
-    "model": {"width": 4, "stages": 2, "window_size": 2, "swin_heads": 1, "head_hidden": 8},
+    "model": {"width": 4, "stages": 2, "window_size": 2, "swin_heads": 1, "head_hidden": 8,
+              "marker_composition": True},
+    "loss": {"marker_min_tumour_share": 0.5},
     "augment": {"patch": [16, 16, 16]},
     "optim": {"max_epochs": 2, "batch_size": 2, "validate_every": 1, "lr": 1e-3},
     "inference": {"roi": [48, 48, 48], "overlap": 0.0, "min_component_ml": 0.0},
@@ -139,6 +141,8 @@ def test_ablation_trains_four_variants_on_one_split(cohort: Path, tmp_path: Path
     ({"augment": {"patch": [4, 16, 16]}}, "patch sides must be >= 8"),
     ({"data": {"markers": ["mgmt"]}}, "unknown marker 'mgmt'"),
     ({"loss": {"dice_weight": 0, "ce_weight": 0}}, "cannot both be 0"),
+    ({"loss": {"marker_min_tumour_share": 1.5}}, "marker_min_tumour_share"),
+    ({"model": {"marker_composition": "maybe"}}, "marker_composition"),
 ])
 def test_bad_config_is_one_clear_line(cohort: Path, tmp_path: Path, edit: dict, message: str) -> None:
     config = yaml.safe_load(write_config(tmp_path / "c.yaml", cohort).read_text())

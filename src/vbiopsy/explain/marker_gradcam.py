@@ -9,7 +9,10 @@ GAP) and feeds the per-marker MLPs. The gate lives inside the explained function
 gradients (the channel weights ``α_c``), but the activations drawn are the ungated ones: a map can
 show voxels outside the predicted tumour where the channels a marker relies on are active. The
 gradient also flows through the decoder (the gate depends on the segmentation logits), as captum's
-``LayerGradCam`` differentiates the whole model.
+``LayerGradCam`` differentiates the whole model. With ``marker_composition`` on, the head also reads the
+tumour-composition features (region volumes and intensities from the detached segmentation and the
+image, :func:`~vbiopsy.models.marker_head.composition_features`); they do not pass through the
+bottleneck, so the map explains only the pooled-feature part of the logit.
 
 Explained class: **positive** (IDH mutant, 1p/19q co-deleted, TERT promoter mutant), whatever the
 predicted probability. The score is the marker's logit ``z_k`` (Grad-CAM's usual choice); since

@@ -3,7 +3,9 @@
 Loss = Dice + cross-entropy (MONAI ``DiceCELoss``, softmax, Dice over the tumour classes with the
 batch pooled so a patch without tumour does not explode the Dice term; deep-supervision outputs
 added with halving weights) + ``marker_weight`` × the masked marker loss (BCE with label
-smoothing, class-balanced positive weights, optional focal; unknown labels left out).
+smoothing, class-balanced positive weights, optional focal; unknown labels left out, and so are the labels
+of training patches holding too little of the tumour when ``loss.marker_min_tumour_share`` > 0:
+:mod:`vbiopsy.train.profile_patches`).
 
 Validation runs whole-volume sliding-window inference on the validation patients (every
 ``validate_every`` epochs) and logs ``val_score`` = mean whole-tumour Dice, averaged with the mean

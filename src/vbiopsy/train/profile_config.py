@@ -61,6 +61,10 @@ class ProfileModel(_Section):
     cmaf_dropout: float = Field(0.2, ge=0, lt=1)
     head_dropout: float = Field(0.3, ge=0, lt=1)
     head_hidden: int = Field(64, ge=1)
+    marker_composition: bool = Field(
+        False, description="beyond the paper: also feed the marker MLPs the tumour composition of the patch (soft "
+                           "region volumes, per-region modality means and spreads from the model's own detached "
+                           "segmentation; models/marker_head.py)")
 
 
 class ProfileLoss(_Section):
@@ -72,6 +76,10 @@ class ProfileLoss(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=0.5)
     class_balanced: bool = Field(True, description="positive-class weight n_neg / n_pos per marker (training fold)")
     focal_gamma: float = Field(0.0, ge=0, le=5, description="0 = BCE; > 0 = focal loss with this gamma")
+    marker_min_tumour_share: float = Field(
+        0.0, ge=0, le=1, description="marker labels count only on training patches that hold at least this share "
+                                     "of the patient's whole tumour (labels 1-3; otherwise they are masked like "
+                                     "unknown labels); 0 = every patch (paper)")
 
     @model_validator(mode="after")
     def _some_loss(self) -> ProfileLoss:

@@ -4,6 +4,12 @@ Each item is one patch of one patient, drawn afresh every epoch from a generator
 (seed, epoch, item), so a run is reproducible whatever order the loader uses. The random ops
 sample their parameters first and then call deterministic functions (:func:`flip_all`,
 :func:`scale_shift`, :func:`vbiopsy.train.augment.deform`), and what was drawn is recorded.
+
+Marker labels are patient-level, but the marker head sees one patch: a patch that holds little of
+the tumour (the brain-centred ones, or a tumour-centred one at the edge of a large tumour) carries
+no evidence for them, so its marker labels are noise. With ``marker_min_tumour_share`` > 0 they are
+set to NaN (left out of the loss like unknown labels) when the patch holds less than that share of
+the patient's whole tumour (:func:`tumour_share`); the segmentation still trains on it.
 """
 
 from __future__ import annotations
@@ -42,6 +48,17 @@ def choose_centre(seg: np.ndarray | None, brain: np.ndarray, foreground_prob: fl
         where = np.arange(brain.size)
     flat = int(where[rng.integers(where.size)])
     return tuple(int(v) for v in np.unravel_index(flat, brain.shape)), tumour  # type: ignore[return-value]
+
+
+WHOLE_TUMOUR = (1, 2, 3)
+"""BraTS 2024 labels of the whole tumour (NETC, SNFH, ET)."""
+
+
+def tumour_share(seg: np.ndarray, box: tuple[slice, ...]) -> float:
+    """Share of the whole-tumour voxels (labels 1–3) of ``seg`` (X, Y, Z) inside ``box``; 0 without tumour."""
+    tumour = np.isin(seg, WHOLE_TUMOUR)
+    total = int(tumour.sum())
+    return float(tumour[box].sum()) / total if total else 0.0
 
 
 def flip_all(image: np.ndarray, seg: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -106,10 +123,12 @@ class PatchDataset(EpochSeededDataset):
         patch: patch size in voxels (volumes smaller than it are zero-padded).
         settings: sampling and augmentation; ``augment=False`` for a deterministic draw without augmentation.
         length: items per epoch (default: one per patient; patients are cycled).
+        marker_min_tumour_share: marker labels become NaN on a patch holding less than this share of the
+            patient's whole tumour (see the module docstring); 0 = never.
     """
 
     def __init__(self, cases: Sequence[ProfileCase], patch: Sequence[int], settings: ProfileAugment, *,
-                 seed: int = 0, length: int = 0, augment: bool = True) -> None:
+                 seed: int = 0, length: int = 0, augment: bool = True, marker_min_tumour_share: float = 0.0) -> None:
         if not cases:
             raise ConfigError("PatchDataset needs at least one case")
         missing = [c.subject_id for c in cases if c.seg is None]
@@ -120,6 +139,10 @@ class PatchDataset(EpochSeededDataset):
         self.settings = settings
         self.length = length or len(self.cases)
         self.augment = augment
+        share = marker_min_tumour_share
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= float(share) <= 1.0:
+            raise ConfigError(f"marker_min_tumour_share must be a number in [0, 1], got {share!r}")
+        self.marker_min_tumour_share = float(share)
         self.init_seeding(seed)
 
     def __len__(self) -> int:
@@ -134,8 +157,14 @@ class PatchDataset(EpochSeededDataset):
         centre, tumour = choose_centre(seg, brain, self.settings.foreground_prob, rng)
         start = patch_start(centre, self.patch, seg.shape)
         box = tuple(slice(s, s + p) for s, p in zip(start, self.patch))
-        image, seg, present = image[(slice(None), *box)], seg[box], case.present.copy()
         drawn: dict[str, Any] = {"start": list(start), "tumour_centred": tumour}
+        markers = case.markers.astype(np.float32)
+        if self.marker_min_tumour_share > 0:
+            drawn["tumour_share"] = round(tumour_share(seg, box), 4)
+            if drawn["tumour_share"] < self.marker_min_tumour_share:
+                markers = np.full_like(markers, np.nan)
+                drawn["markers_masked"] = True
+        image, seg, present = image[(slice(None), *box)], seg[box], case.present.copy()
         if self.augment:
             image, seg, present, more = augment_patch(image, seg, present, spacing=case.spacing[0],
                                                       settings=self.settings, rng=rng)
@@ -143,4 +172,4 @@ class PatchDataset(EpochSeededDataset):
         self.drawn[index] = drawn
         return {"image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
                 "seg": torch.from_numpy(seg.astype(np.int64)), "present": torch.from_numpy(present.astype(np.float32)),
-                "markers": torch.from_numpy(case.markers.astype(np.float32)), "index": index}
+                "markers": torch.from_numpy(markers), "index": index}

@@ -60,7 +60,7 @@ def build_mgmtnet(config: ProfileConfig) -> nn.Module:
                    stages=m.stages, fusion=m.fusion, encoder=m.encoder, marker_pooling=m.marker_pooling,
                    swin_heads=m.swin_heads, window_size=m.window_size, attention_gates=m.attention_gates,
                    deep_supervision=m.deep_supervision, cmaf_dropout=m.cmaf_dropout, head_dropout=m.head_dropout,
-                   head_hidden=m.head_hidden)
+                   head_hidden=m.head_hidden, marker_composition=m.marker_composition)
 
 
 def _stratum(value: Any) -> object:
@@ -157,9 +157,18 @@ class ProfileEnsemble(nn.Module):
         return MGMTNetOutput(self.segment(image, modality_mask), torch.log(p) - torch.log1p(-p), weights, [])
 
 
+def model_options(config: ProfileConfig) -> dict[str, Any]:
+    """The model section as stored with (and checked against) fold weights; ``marker_composition`` only when
+    on, so that checkpoints written before that switch existed still load under a config with it off."""
+    options = config.model.model_dump(mode="json")
+    if not options["marker_composition"]:
+        del options["marker_composition"]
+    return options
+
+
 def model_metadata(config: ProfileConfig, fold: int) -> dict[str, Any]:
     """JSON metadata stored beside each fold's weights."""
-    return {"task": "profile", "fold": fold, "model": config.model.model_dump(mode="json"),
+    return {"task": "profile", "fold": fold, "model": model_options(config),
             "modalities": list(config.data.modalities), "markers": list(config.data.markers),
             "spacing_mm": config.data.spacing_mm, "patch": list(config.augment.patch),
             "labels": {str(k): v for k, v in BRATS2024_LABELS.items()}, "vbiopsy": __version__}
@@ -214,7 +223,8 @@ def run_profile_fold(config: ProfileConfig, cohort: ProfileCohort, k: int, run_d
     pos_weight = marker_pos_weight(np.stack([c.markers for c in train]))
     module = ProfileTask(model, config, pos_weight=pos_weight, val_cases=val)
     patches = PatchDataset(train, config.augment.patch, config.augment, seed=seed,
-                           length=config.optim.patches_per_epoch)
+                           length=config.optim.patches_per_epoch,
+                           marker_min_tumour_share=config.loss.marker_min_tumour_share)
     started = time.perf_counter()
     result = fit_profile(module, patches, config, seed=seed, checkpoints=progress.checkpoints)
     seconds = time.perf_counter() - started
@@ -244,7 +254,7 @@ def load_profile_ensemble(config: ProfileConfig, run_dir: Path) -> ProfileEnsemb
         raise InputError(run_dir, "no fold models (fold_*/model.safetensors)")
     models = []
     for path in paths:
-        state, _ = load_checkpoint(path, expect={"task": "profile", "model": config.model.model_dump(mode="json"),
+        state, _ = load_checkpoint(path, expect={"task": "profile", "model": model_options(config),
                                                  "modalities": list(config.data.modalities)})
         model = build_mgmtnet(config)
         model.load_state_dict(state)
