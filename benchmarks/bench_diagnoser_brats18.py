@@ -54,7 +54,8 @@ def main() -> int:
     started = time.perf_counter()
     for sid in manifest.subjects:
         row = manifest.row(sid)
-        case = diagnose_case(row["t1c"], args.run, images={"flair": row["flair"]}, subject_id=sid)
+        others = {m: row[m] for m in ("t1", "t2", "flair") if isinstance(row.get(m), str) and row[m]}
+        case = diagnose_case(row["t1c"], args.run, images=others, subject_id=sid)  # the run takes what it needs
         seg = load_volume(row["seg"], dtype=np.int16, allow_empty=True).array > 0
         image = load_volume(row["t1c"]).array
         spacing = np.linalg.norm(case.affine[:3, :3], axis=0)
