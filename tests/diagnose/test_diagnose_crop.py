@@ -1,5 +1,6 @@
 """Lesion crops for the diagnoser's crop branch: centre of mass (vs SciPy), the crop's placement and resolution,
-the empty-prior fallback, the training-time window and its augmentation, the dataset item and the config rules."""
+the empty-prior fallback, the training-time window and its augmentation, the dataset item (with the lesion
+measurements) and the config rules."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from scipy import ndimage
 from vbiopsy.data.nifti import Volume
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.localize import LocalizationResult, Proposals
+from vbiopsy.localize.lesion_measurements import MEASUREMENTS, lesion_measurements
 from vbiopsy.train.diagnosis_augment import apply_augmentation, apply_crop_augmentation, augment_pair
 from vbiopsy.train.diagnosis_config import (DiagnosisAugmentSettings, DiagnosisDataSettings, LesionCropSettings,
                                             load_diagnosis_config)
@@ -164,7 +166,7 @@ def test_config_rules_for_the_crop_branch() -> None:
     assert config.data.lesion_crop.modalities == ("t1c", "flair") and config.data.lesion_crop.jitter_voxels == 4
     with pytest.raises(ConfigError, match="model.lesion_crop needs data.lesion_crop"):
         load_diagnosis_config(None, {"data": {"cohort": "x"}, "model": {"lesion_crop": True}})
-    with pytest.raises(ConfigError, match="lesion_crop=True need one"):
+    with pytest.raises(ConfigError, match="lesion_crop=True / lesion_measurements=False need one"):
         load_diagnosis_config(None, {**base, "model": {"prior": "none", "mca": False, "lesion_crop": True}})
     with pytest.raises(ConfigError, match="8..256"):
         load_diagnosis_config(None, {"data": {"cohort": "x", "lesion_crop": {"shape": [4, 16, 16]}}})
@@ -179,3 +181,44 @@ def test_config_rules_for_the_crop_branch() -> None:
         load_diagnosis_config(None, {"data": {"cohort": "x"}, "model": {"whole_brain_dropout": 0.5}})
     assert load_diagnosis_config(None, {**base, "model": {"lesion_crop": True, "whole_brain_dropout": 0.5}}) \
         .model.whole_brain_dropout == 0.5
+
+
+def test_config_rules_for_the_lesion_measurements() -> None:
+    base = {"data": {"cohort": "x", "lesion_crop": {"shape": [16, 16, 16]}}, "augment": {"rotate_prob": 0.0}}
+    assert load_diagnosis_config(None, {**base, "model": {"lesion_measurements": True}}).model.lesion_measurements
+    with pytest.raises(ConfigError, match=r"missing: \['flair'\]"):
+        load_diagnosis_config(None, {"data": {"cohort": "x", "lesion_crop": {"modalities": ["t1c", "t2"]}},
+                                     "model": {"lesion_measurements": True}})
+    with pytest.raises(ConfigError, match="model.lesion_measurements needs data.lesion_crop"):
+        load_diagnosis_config(None, {"data": {"cohort": "x"}, "model": {"lesion_measurements": True}})
+    with pytest.raises(ConfigError, match="lesion_measurements=True need one"):
+        load_diagnosis_config(None, {**base, "model": {"prior": "none", "mca": False, "lesion_measurements": True}})
+    # measurements alone use the prior (their crop is centred on it)
+    load_diagnosis_config(None, {**base, "model": {"mca": False, "lesion_measurements": True}})
+
+
+def test_dataset_appends_each_samples_measurements_to_its_clinical_values() -> None:
+    settings = LesionCropSettings(shape=(8, 8, 8), spacing_mm=2.0, modalities=("t1c", "flair"), jitter_voxels=2)
+    first = _sample(12)
+    samples = [first, DiagnosisSample(first.image, first.brain, first.priors, first.record,
+                                      {"refined": 2.0 * first.crop("refined")})]
+    expected = np.stack([lesion_measurements(dict(zip(("t1c", "flair"), crop_window(s.crop("refined"), 2))), 2.0)
+                         for s in samples])
+    alone = DiagnosisDataset(samples, prior="refined", measurements=settings)
+    assert alone.clinical.shape == (2, len(MEASUREMENTS))
+    np.testing.assert_array_equal(alone.clinical, expected)
+    assert not np.allclose(np.nan_to_num(expected[0]), np.nan_to_num(expected[1]))  # each sample its own
+    clinical = np.array([[50.0], [60.0]], np.float32)
+    both = DiagnosisDataset(samples, prior="refined", clinical=clinical, measurements=settings, crop_jitter=2)
+    np.testing.assert_array_equal(both[1]["clinical"].numpy(), np.concatenate([[60.0], expected[1]]))
+    assert samples[0].measurements("refined", settings) is samples[0].measurements("refined", settings)  # once
+    with pytest.raises(ConfigError, match="prior must not be 'none'"):
+        DiagnosisDataset(samples, prior="none", measurements=settings)
+
+
+def test_crop_dropout_needs_the_crop_branch() -> None:
+    with pytest.raises(ConfigError, match="crop_dropout 0.5 needs model.lesion_crop"):
+        load_diagnosis_config(None, {"data": {"cohort": "x"}, "model": {"crop_dropout": 0.5}})
+    base = {"data": {"cohort": "x", "lesion_crop": {"shape": [16, 16, 16]}}, "augment": {"rotate_prob": 0.0}}
+    assert load_diagnosis_config(None, {**base, "model": {"lesion_crop": True, "crop_dropout": 0.5}}) \
+        .model.crop_dropout == 0.5

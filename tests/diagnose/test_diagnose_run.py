@@ -180,9 +180,11 @@ def test_table_rows_map_to_the_documented_model_options(cohort: Path, tmp_path: 
     assert [m["input_prior"] for m, _, _ in seen] == ["none", "channel", "channel", "channel", "channel"]
     seen.clear()
     crop = config_for(cohort, data={"working_shape": [16, 16, 16], "lesion_crop": {"shape": [8, 8, 8]}},
-                      model={"lesion_crop": True, "whole_brain_dropout": 0.5})
-    ablation_table(crop, tmp_path / "ablation3")  # the no-localisation row has no crop branch to lean on
-    assert [(m["lesion_crop"], m["whole_brain_dropout"]) for m, _, _ in seen] == [(False, 0.0)] + [(True, 0.5)] * 4
+                      model={"lesion_crop": True, "whole_brain_dropout": 0.5, "crop_dropout": 0.25,
+                             "lesion_measurements": True})
+    ablation_table(crop, tmp_path / "ablation3")  # the no-localisation row has no crop (or measurements) to lean on
+    assert [(m["lesion_crop"], m["whole_brain_dropout"], m["crop_dropout"], m["lesion_measurements"])
+            for m, _, _ in seen] == [(False, 0.0, 0.0, False)] + [(True, 0.5, 0.25, True)] * 4
     seen.clear()
     backbones = backbone_table(config, tmp_path / "backbones")
     assert backbones["backbone"].tolist() == ["resnet", "densenet", "swin"]

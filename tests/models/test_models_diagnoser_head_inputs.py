@@ -189,3 +189,28 @@ def test_whole_brain_dropout_acts_in_training_only_and_needs_a_crop_branch() -> 
         AdaptiveDiagnoser("densenet", backbone_options=TINY, whole_brain_dropout=0.5)
     with pytest.raises(ConfigError, match="whole_brain_dropout"):
         AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_channels=1, whole_brain_dropout=1.0)
+
+
+def test_crop_dropout_leaves_a_dropped_sample_with_its_whole_brain_features_only() -> None:
+    torch.manual_seed(0)
+    model = AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_channels=1, crop_width=4, crop_dropout=0.5,
+                              dropout=0.0)
+    plain = AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_channels=1, crop_width=4, dropout=0.0)
+    plain.load_state_dict(model.state_dict())
+    image, prior, crop = torch.randn(8, 1, 16, 16, 16), torch.rand(8, 1, 16, 16, 16), torch.randn(8, 1, 8, 8, 8)
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(image, prior, crop=crop), plain(image, prior, crop=crop))
+        no_crop = plain(image, prior, crop=torch.zeros_like(crop)) - model.classifier.weight[:, -16:] @ \
+            model.crop_encoder(torch.zeros_like(crop))[0]  # the head without the crop features
+    model.train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.eval()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        logits = model(image, prior, crop=crop)
+    dropped = torch.isclose(logits, no_crop, atol=1e-5).all(dim=1)
+    assert 0 < int(dropped.sum()) < 8
+    with pytest.raises(ConfigError, match="crop_dropout=0.5 needs a crop branch"):
+        AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_dropout=0.5)

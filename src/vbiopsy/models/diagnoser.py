@@ -21,7 +21,13 @@ the same ``Linear(Dropout(·))``.
 features (GAP(F) and GAP(F_att)) are zeroed with probability p and the kept ones scaled by 1/(1 − p),
 as dropout does per unit but per branch — like modality dropout, it keeps the head from leaning on the
 whole-brain branch alone (which fits 160 phantom patients long before the crop branch has learnt the
-enhancement pattern) and makes the crop branch carry the diagnosis on its own. Not in the paper.
+enhancement pattern) and makes the crop branch carry the diagnosis on its own. ``crop_dropout=q`` does
+the same to the crop features; a sample that loses both is left with the tabular inputs (geometry,
+clinical values), which then have to carry the diagnosis too. Not in the paper.
+
+The training run also feeds the lesion measurements (:mod:`vbiopsy.localize.lesion_measurements`,
+``model.lesion_measurements``) through the clinical input: ``clinical_features`` counts the clinical
+variables and then the measurements, standardised alike.
 
 ``input_prior`` decides how the localisation reaches the *input* (Table 2 rows without MCA, "Loc.
 only", where the prior removes background): ``"multiply"`` feeds ``image × M``, ``"channel"`` feeds
@@ -91,13 +97,14 @@ class AdaptiveDiagnoser(nn.Module):
         crop_width: first-stage width of the crop branch.
         whole_brain_dropout: probability in [0, 1) of dropping a training sample's whole-brain features
             (needs a crop branch; see the module docstring).
+        crop_dropout: the same for the crop features (needs a crop branch).
     """
 
     def __init__(self, backbone: str | nn.Module = "densenet", in_channels: int = 1, n_classes: int = 4, *,
                  mca: bool = True, input_prior: InputPrior = "none", reduction: int = 4, dropout: float = 0.2,
                  backbone_options: dict[str, Any] | None = None, geometry: bool = False,
                  clinical_features: int = 0, crop_channels: int = 0, crop_width: int = 16,
-                 whole_brain_dropout: float = 0.0) -> None:
+                 whole_brain_dropout: float = 0.0, crop_dropout: float = 0.0) -> None:
         super().__init__()
         self.in_channels = check_int("in_channels", in_channels)
         self.n_classes = check_int("n_classes", n_classes, minimum=2)
@@ -129,6 +136,9 @@ class AdaptiveDiagnoser(nn.Module):
         if self.whole_brain_dropout > 0 and self.crop_encoder is None:
             raise ConfigError(f"whole_brain_dropout={whole_brain_dropout!r} needs a crop branch (crop_channels > 0): "
                               "without one a dropped sample has no image features left")
+        self.crop_dropout = check_rate("crop_dropout", crop_dropout)
+        if self.crop_dropout > 0 and self.crop_encoder is None:
+            raise ConfigError(f"crop_dropout={crop_dropout!r} needs a crop branch (crop_channels > 0)")
         head = (2 * channels if mca else channels) + (N_GEOMETRY_FEATURES if geometry else 0) + k + crop_features
         self.classifier = nn.Linear(head, self.n_classes)
 
@@ -222,7 +232,10 @@ class AdaptiveDiagnoser(nn.Module):
                 got = tuple(crop.shape) if isinstance(crop, Tensor) else type(crop).__name__
                 raise InputError("crop", f"this model needs a lesion crop (B={image.shape[0]}, "
                                          f"{self.crop_encoder.in_channels}, x, y, z), got {got}")
-            extra.append(self.crop_encoder(crop.to(pooled.dtype)))
+            crop_features = self.crop_encoder(crop.to(pooled.dtype))
+            if self.training and self.crop_dropout > 0:
+                crop_features = drop_branch(crop_features, self.crop_dropout)
+            extra.append(crop_features)
         return self.classifier(self.dropout(torch.cat([pooled, *extra], dim=1))), weights
 
     def forward(self, image: Tensor, prior: Tensor | None = None, clinical: Tensor | None = None,
@@ -235,4 +248,5 @@ class AdaptiveDiagnoser(nn.Module):
     def extra_repr(self) -> str:
         return (f"n_classes={self.n_classes}, mca={self.use_mca}, input_prior={self.input_prior!r}, "
                 f"geometry={self.use_geometry}, clinical_features={self.clinical_features}, "
-                f"crop_branch={self.crop_encoder is not None}, whole_brain_dropout={self.whole_brain_dropout}")
+                f"crop_branch={self.crop_encoder is not None}, whole_brain_dropout={self.whole_brain_dropout}, "
+                f"crop_dropout={self.crop_dropout}")

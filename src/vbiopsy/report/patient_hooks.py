@@ -140,13 +140,15 @@ def profile_report(config: Any, run_dir: Path, ensemble: Any, case: Any, predict
 def diagnosis_reports(config: Any, run_dir: Path, predictions: Path, cohort: Path | None) -> list[Path]:
     """Patient reports of an Adaptive-Diagnoser ``predictions.csv`` (probabilities, Grad-CAM NIfTI beside it).
 
-    Fold spread from the ``p_<class>_fold<k>`` columns, the localiser prior from ``<id>_prior.nii.gz``.
+    Fold spread from the ``p_<class>_fold<k>`` columns, the localiser prior from ``<id>_prior.nii.gz``, the
+    lesion measurements (a note) from the ``lesion_<name>`` columns.
     """
     import pandas as pd
 
     from vbiopsy.data.layouts import read_cohort
     from vbiopsy.data.nifti import load_volume
     from vbiopsy.data.schema import DIAGNOSES
+    from vbiopsy.localize.lesion_measurements import describe_measurements
 
     d = config.data
     manifest = read_cohort(cohort or d.cohort, layout=d.layout, clinical=d.clinical)
@@ -165,6 +167,10 @@ def diagnosis_reports(config: Any, run_dir: Path, predictions: Path, cohort: Pat
                                                      "prior": "Tumor-Localizer refined prior (input to the attention)"})
         if record.get("warnings"):
             notes.append(f"Warnings: {record['warnings']}")
+        measured = {k[len("lesion_"):]: float(v) for k, v in record.items() if k.startswith("lesion_") and v != ""}
+        if measured:
+            notes.append(f"Lesion measurements read by the model (tumour-centred crop): "
+                         f"{describe_measurements(measured)}")
         folds = sorted({int(k.rsplit("_fold", 1)[1]) for k in record if "_fold" in k})
         outputs = tuple(Output(name, float(record[f"p_{name}"]),
                                tuple(float(record[f"p_{name}_fold{k}"]) for k in folds)) for name in DIAGNOSES)

@@ -86,7 +86,7 @@ def baseline_part(metrics: JsonSource, score: str) -> str:
             ("difference (model − baseline)", metrics.cell("model_minus_baseline.difference")),
             ("95 % CI low", metrics.cell("model_minus_baseline.low")),
             ("95 % CI high", metrics.cell("model_minus_baseline.high"))]
-    low, high = diff.get("low"), diff.get("high")
+    low = diff.get("low")
     if low is not None and low > 0:
         verdict = "The imaging model beats the clinical-only baseline (the interval lies above 0)."
     else:

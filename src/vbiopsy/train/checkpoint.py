@@ -241,7 +241,6 @@ def flatten_state(state: Any) -> tuple[dict[str, Tensor], Any]:
 
 def unflatten_state(tensors: Mapping[str, Tensor], tree: Any) -> Any:
     """Inverse of :func:`flatten_state`."""
-    import numpy as np
 
     def decode(value: Any) -> Any:
         if isinstance(value, list):

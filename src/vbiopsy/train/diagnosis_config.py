@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from vbiopsy.config import CohortSource, RunNumerics, build_config, read_run_yaml
 from vbiopsy.config import ConfigSection as _Section
 from vbiopsy.localize.config import LocalizerConfig
+from vbiopsy.localize.lesion_measurements import REQUIRED_MODALITIES
 
 PriorSource = Literal["none", "coarse", "refined", "seg"]
 """Which tumour prior the model gets: none, the Tumor-Localizer's coarse (VLM-C) or refined prior,
@@ -111,6 +112,12 @@ class DiagnoserSettings(_Section):
     whole_brain_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping a training "
                                        "sample's whole-brain features so the crop branch carries the diagnosis "
                                        "too (needs lesion_crop; not in the paper)")
+    crop_dropout: float = Field(0.0, ge=0, lt=1, description="probability of dropping a training sample's crop "
+                                "features (with whole_brain_dropout, samples left with the prior's geometry, "
+                                "the clinical values and the lesion measurements only; not in the paper)")
+    lesion_measurements: bool = Field(False, description="give the head the lesion's compartment volumes and "
+                                      "core signal measured on data.lesion_crop (T1c and FLAIR needed; "
+                                      "vbiopsy.localize.lesion_measurements; not in the paper)")
 
     @field_validator("clinical")
     @classmethod
@@ -124,18 +131,23 @@ class DiagnoserSettings(_Section):
         if self.whole_brain_dropout > 0 and not self.lesion_crop:
             raise ValueError(f"model.whole_brain_dropout {self.whole_brain_dropout} needs model.lesion_crop: true "
                              "(without a crop branch a dropped sample has no image features)")
+        if self.crop_dropout > 0 and not self.lesion_crop:
+            raise ValueError(f"model.crop_dropout {self.crop_dropout} needs model.lesion_crop: true")
         return self
 
     @model_validator(mode="after")
     def _prior_needed(self) -> DiagnoserSettings:
-        uses = self.mca or self.input_prior != "none" or self.geometry or self.lesion_crop
+        uses = (self.mca or self.input_prior != "none" or self.geometry or self.lesion_crop
+                or self.lesion_measurements)
         if self.prior == "none" and uses:
             raise ValueError(f"model.prior is 'none' but mca={self.mca} / input_prior={self.input_prior!r} / "
-                             f"geometry={self.geometry} / lesion_crop={self.lesion_crop} need one; set them off "
-                             "(mca: false, input_prior: none, ...) for the no-localisation model")
+                             f"geometry={self.geometry} / lesion_crop={self.lesion_crop} / lesion_measurements="
+                             f"{self.lesion_measurements} need one; set them off (mca: false, input_prior: none, "
+                             "...) for the no-localisation model")
         if self.prior != "none" and not uses:
             raise ValueError(f"model.prior {self.prior!r} is unused with mca: false, input_prior: none, "
-                             "geometry: false and lesion_crop: false; set prior: none or use the prior")
+                             "geometry: false, lesion_crop: false and lesion_measurements: false; set prior: none "
+                             "or use the prior")
         return self
 
 
@@ -217,6 +229,12 @@ class DiagnosisConfig(_Section):
     def _crop_prepared(self) -> DiagnosisConfig:
         if self.model.lesion_crop and self.data.lesion_crop is None:
             raise ValueError("model.lesion_crop needs data.lesion_crop (the crop's shape, spacing and modalities)")
+        if self.model.lesion_measurements:
+            have = self.data.lesion_crop.modalities if self.data.lesion_crop else ()
+            missing = [m for m in REQUIRED_MODALITIES if m not in have]
+            if missing:
+                raise ValueError(f"model.lesion_measurements needs data.lesion_crop with modalities "
+                                 f"{list(REQUIRED_MODALITIES)}; missing: {missing}")
         return self
 
 

@@ -35,13 +35,13 @@ from vbiopsy.errors import CohortError, ConfigError, InputError, VbiopsyError
 from vbiopsy.localize import LocalizationResult
 from vbiopsy.parallel import run_parallel
 from vbiopsy.tasks.labels import TaskLabels, parsed_column, subject_ids_of
-from vbiopsy.train.diagnosis_config import DiagnosisConfig, DiagnosisDataSettings
+from vbiopsy.train.diagnosis_config import DiagnosisConfig, DiagnosisDataSettings, LesionCropSettings
 from vbiopsy.train.diagnosis_crop import lesion_crops
 from vbiopsy.train.diagnosis_grid import crop_padded, paste_to_scan, to_working_grid, working_box, zscore_in_brain
 from vbiopsy.train.diagnosis_sample import PRIORS, DiagnosisDataset, DiagnosisSample
 
-__all__ = ["PRIORS", "DiagnosisCohort", "DiagnosisDataset", "DiagnosisSample", "clinical_matrix", "crop_images",
-           "crop_jitter", "crop_padded", "diagnosis_labels", "localize_scan", "manifest_rows", "paste_to_scan",
+__all__ = ["PRIORS", "DiagnosisCohort", "DiagnosisDataset", "DiagnosisSample", "case_dataset", "clinical_matrix",
+           "crop_images", "crop_jitter", "crop_padded", "diagnosis_labels", "localize_scan", "manifest_rows", "paste_to_scan",
            "prepare_diagnosis_cohort", "prepare_sample", "prepare_samples", "sample_from_localization",
            "scan_modalities", "to_working_grid", "working_box", "zscore_in_brain"]
 
@@ -233,13 +233,28 @@ class DiagnosisCohort:
         return DiagnosisDataset([self.samples[s] for s in ids], prior=config.model.prior,
                                 targets=self.targets(ids) if labelled else None,
                                 augment=config.augment if augment else None, seed=seed,
-                                clinical=self.clinical(ids, config.model.clinical), crop_jitter=crop_jitter(config))
+                                clinical=self.clinical(ids, config.model.clinical), crop_jitter=crop_jitter(config),
+                                measurements=measurement_settings(config))
 
 
 def crop_jitter(config: DiagnosisConfig) -> int | None:
     """The stored lesion crops' margin when the model takes a crop (``model.lesion_crop``), else None."""
     crop = config.data.lesion_crop
     return crop.jitter_voxels if config.model.lesion_crop and crop is not None else None
+
+
+def case_dataset(sample: DiagnosisSample, config: DiagnosisConfig,
+                 clinical: np.ndarray | None = None) -> DiagnosisDataset:
+    """The one-sample, unaugmented dataset of ``sample`` as ``config``'s model takes it (``clinical``: the
+    patient's (k,) encoded ``model.clinical`` values, None without any)."""
+    return DiagnosisDataset([sample], prior=config.model.prior, crop_jitter=crop_jitter(config),
+                            clinical=None if clinical is None else np.asarray(clinical, np.float32)[None],
+                            measurements=measurement_settings(config))
+
+
+def measurement_settings(config: DiagnosisConfig) -> LesionCropSettings | None:
+    """The lesion-crop settings the measurements are taken with when the model takes them, else None."""
+    return config.data.lesion_crop if config.model.lesion_measurements else None
 
 
 def manifest_rows(manifest: Manifest, subject_ids: Sequence[str]) -> Any:

@@ -27,7 +27,7 @@ from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.tasks.diagnose import model_inputs
 from vbiopsy.train.diagnosis_config import DiagnosisConfig, LesionCropSettings
 from vbiopsy.train.diagnosis_crop import crop_box
-from vbiopsy.train.diagnosis_data import DiagnosisDataset, DiagnosisSample, crop_jitter
+from vbiopsy.train.diagnosis_data import DiagnosisSample, case_dataset
 from vbiopsy.train.diagnosis_run import COLUMNS, clinical_inputs, load_fold_models
 
 
@@ -66,9 +66,7 @@ def gradcam_branches(models: list[torch.nn.Module], sample: DiagnosisSample, con
     clinical inputs when the model takes them; the crop is the sample's central window)."""
     from vbiopsy.explain.gradcam import layer_grad_cam, upsample_map
 
-    dataset = DiagnosisDataset([sample], prior=config.model.prior, crop_jitter=crop_jitter(config),
-                               clinical=None if clinical is None else np.asarray(clinical, np.float32)[None])
-    named = {k: v[None] for k, v in model_inputs(dataset[0]).items()}
+    named = {k: v[None] for k, v in model_inputs(case_dataset(sample, config, clinical)[0]).items()}
     extra = tuple(named.get(k) for k in ("prior", "clinical", "crop"))
     shape = tuple(sample.image.shape)
     voxel = working_voxel_mm3(sample.record, shape)
@@ -106,7 +104,8 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
     """Grad-CAM of the predicted class for the first OOF patients (each by the fold model that did not train
     on it): ``gradcam/gradcam.png`` (slices with the map and, where known, the tumour outline) and
     ``gradcam/gradcam.json`` (whether the peak lies in the 1-voxel-dilated tumour, mass inside it and, for a
-    crop-branch model, the share of the evidence that came through the crop)."""
+    crop-branch model, the share of the evidence that came through the crop; ``empty_map`` instead when the map
+    is zero everywhere — no peak to place — and such patients are left out of ``peak_in_tumour_share``)."""
     from vbiopsy.explain import mass_inside
     from vbiopsy.explain.gradcam import normalise_by_max
     from vbiopsy.report.figures import saliency_panels
@@ -133,9 +132,11 @@ def gradcam_overlays(run_dir: str | Path, *, max_patients: int | None = None) ->
         peak = np.unravel_index(int(np.argmax(cam)), cam.shape)
         record = {"subject_id": row["subject_id"], "true": DIAGNOSES[int(row["target"])],
                   "predicted": DIAGNOSES[predicted]}
-        if "crop" in branches and total.sum() > 0:
+        if not total.sum() > 0:  # every class-weighted map negative: no evidence to place or split
+            record["empty_map"] = True
+        elif "crop" in branches:
             record["crop_share"] = round(float(branches["crop"].sum() / total.sum()), 4)
-        if tumour is not None and tumour.any():
+        if tumour is not None and tumour.any() and total.sum() > 0:
             record["peak_in_tumour"] = bool(ndimage.binary_dilation(tumour)[peak])
             record["mass_in_tumour"] = round(mass_inside(cam, tumour, dilate_vox=1.0), 4)
         rows.append(record)

@@ -10,7 +10,7 @@ is kept in the output (CSV column ``warnings``).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,9 @@ from vbiopsy.train.diagnosis_config import DiagnosisConfig
 class CaseDiagnosis:
     """One scan's diagnosis: ``probabilities`` (class → fold-ensemble mean), ``gradcam`` of the predicted class
     on the scan grid (X, Y, Z, in [0, 1]), the scan ``affine`` (4×4, RAS mm), the ``localisation`` result,
-    the sample ``record`` (box, localiser summary, ``warnings`` such as an empty prior) and
-    ``fold_probabilities`` (n_folds, n_classes): each fold model's output, whose spread the report shows."""
+    the sample ``record`` (box, localiser summary, ``warnings`` such as an empty prior),
+    ``fold_probabilities`` (n_folds, n_classes): each fold model's output, whose spread the report shows, and
+    the ``measurements`` the model read (:mod:`vbiopsy.localize.lesion_measurements`; empty without them)."""
 
     probabilities: dict[str, float]
     gradcam: np.ndarray
@@ -36,6 +37,7 @@ class CaseDiagnosis:
     localisation: Any
     record: dict[str, Any]
     fold_probabilities: np.ndarray
+    measurements: dict[str, float] = field(default_factory=dict)
 
     @property
     def predicted(self) -> str:
@@ -72,7 +74,8 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
             :mod:`vbiopsy.train.tabular` (NaN = missing: imputed with the training value, with a warning).
     """
     from vbiopsy.tasks.diagnose import ensemble_probabilities, predict_probabilities
-    from vbiopsy.train.diagnosis_data import (DiagnosisDataset, crop_images, crop_jitter, localize_scan,
+    from vbiopsy.localize.lesion_measurements import MEASUREMENTS
+    from vbiopsy.train.diagnosis_data import (case_dataset, crop_images, localize_scan, measurement_settings,
                                               paste_to_scan, sample_from_localization)
     from vbiopsy.train.diagnosis_gradcam import case_gradcam
     from vbiopsy.train.diagnosis_run import load_fold_models
@@ -84,19 +87,21 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
     sample = sample_from_localization(image, localisation, config.data, subject_id=name,
                                       crop_from=crop_images(paths, config.data, image, name))
     values = case_clinical(config.model.clinical, clinical, sample.record["warnings"])
-    dataset = DiagnosisDataset([sample], prior=config.model.prior, clinical=None if values is None else values[None],
-                               crop_jitter=crop_jitter(config))
+    dataset = case_dataset(sample, config, values)
     per_fold = [predict_probabilities(m, dataset) for m in models]
     prob = ensemble_probabilities(per_fold)[0]
     cam = case_gradcam(models, sample, config, int(np.argmax(prob)), values)
+    crop = measurement_settings(config)
+    measured = {} if crop is None else dict(zip(MEASUREMENTS, map(float, sample.measurements(config.model.prior,
+                                                                                              crop))))
     return CaseDiagnosis({d: float(p) for d, p in zip(DIAGNOSES, prob)}, paste_to_scan(cam, sample.record),
-                         image.affine, localisation, sample.record, np.stack([f[0] for f in per_fold]))
+                         image.affine, localisation, sample.record, np.stack([f[0] for f in per_fold]), measured)
 
 
 def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence[str], out: Path, *,
                       cohort: Path | None = None, saliency: bool = True) -> Path:
     """Write ``predictions.csv`` (probabilities, each fold model's as ``p_<class>_fold<k>``, predicted class,
-    warnings) and ``<id>_prior.nii.gz`` (the localiser's refined prior used by the attention) and, with
+    warnings, the lesion measurements as ``lesion_<name>`` when the model reads them) and ``<id>_prior.nii.gz`` (the localiser's refined prior used by the attention) and, with
     ``saliency``, ``<id>_gradcam.nii.gz`` — both on each scan's grid — for ``subjects`` of ``cohort``
     (default: the run's); every subject is checked before anything is written. Returns the CSV path."""
     from vbiopsy.data.layouts import read_cohort
@@ -128,6 +133,7 @@ def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence
                   "predicted": case.predicted, "warnings": "; ".join(case.record.get("warnings", []))}
         record |= {f"p_{name}_fold{k}": round(float(p), 6) for k, fold in enumerate(case.fold_probabilities)
                    for name, p in zip(DIAGNOSES, fold)}
+        record |= {f"lesion_{name}": round(value, 4) for name, value in case.measurements.items()}
         prior = case.localisation.refined_prior.astype(np.float32)
         record["prior"] = str(save_volume(prior, case.affine, folder / f"{sid}_prior.nii.gz"))
         if saliency:

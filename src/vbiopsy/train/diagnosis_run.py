@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,9 @@ from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.tasks.diagnose import DiagnosisTask, ensemble_probabilities, predict_probabilities, validation_score
 from vbiopsy.train.checkpoint import load_checkpoint, save_checkpoint
 from vbiopsy.train.diagnosis_config import DiagnosisConfig, load_diagnosis_config, with_changes
-from vbiopsy.train.diagnosis_data import DiagnosisCohort, diagnosis_labels, manifest_rows, prepare_diagnosis_cohort
+from vbiopsy.localize.lesion_measurements import MEASUREMENTS
+from vbiopsy.train.diagnosis_data import (DiagnosisCohort, diagnosis_labels, manifest_rows, measurement_settings,
+                                          prepare_diagnosis_cohort)
 
 COLUMNS: list[str] = [f"p_{d}" for d in DIAGNOSES]
 ABLATION_ROWS: dict[str, tuple[str, bool]] = {"none": ("none", False), "coarse": ("coarse", False),
@@ -71,25 +74,39 @@ def build_model(config: DiagnosisConfig) -> torch.nn.Module:
     return AdaptiveDiagnoser(m.backbone, in_channels=1, n_classes=len(DIAGNOSES), mca=m.mca,
                              input_prior=m.input_prior, reduction=m.reduction, dropout=m.dropout,
                              backbone_options=options or None, geometry=m.geometry,
-                             clinical_features=len(m.clinical),
+                             clinical_features=len(m.clinical) + (len(MEASUREMENTS) if m.lesion_measurements else 0),
                              crop_channels=len(crop.modalities) if m.lesion_crop and crop else 0,
-                             crop_width=m.crop_width, whole_brain_dropout=m.whole_brain_dropout)
+                             crop_width=m.crop_width, whole_brain_dropout=m.whole_brain_dropout,
+                             crop_dropout=m.crop_dropout)
 
 
 def set_clinical_statistics(model: torch.nn.Module, cohort: DiagnosisCohort, fit_ids: Sequence[str],
                             config: DiagnosisConfig) -> None:
-    """Give the model the imputation values and standardisation of its clinical inputs, fitted on the
-    fold's training patients only (nothing to do without clinical inputs). A variable constant in those
-    patients (std at the floor) is scaled by 1, not by the floor: a test patient who differs must not
-    reach the head as a value of order 1e7."""
+    """Give the model the imputation values and standardisation of its tabular inputs — the clinical variables,
+    then the lesion measurements — fitted on the fold's training patients only (nothing to do without any). A
+    variable constant in those patients (std at the floor) is scaled by 1, not by the floor: a test patient who
+    differs must not reach the head as a value of order 1e7. A measurement is imputed with its mean."""
     from vbiopsy.train.tabular import STD_FLOOR, TabularEncoding
 
     features = config.model.clinical
-    if not features:
+    fill: list[float] = []
+    mean: list[float] = []
+    std: list[float] = []
+    if features:
+        encoding = TabularEncoding.fit(manifest_rows(cohort.manifest, fit_ids), features)
+        fill, mean, std = [encoding.fill[f] for f in features], list(encoding.mean), list(encoding.std)
+    crop = measurement_settings(config)
+    if crop is not None:
+        measured = np.stack([cohort.samples[s].measurements(config.model.prior, crop) for s in fit_ids])
+        with warnings.catch_warnings():  # a measurement missing in every training patient: fill 0, scale 1
+            warnings.simplefilter("ignore", RuntimeWarning)
+            centre, spread = np.nanmean(measured, axis=0), np.nanstd(measured, axis=0)
+        centre = np.nan_to_num(centre)
+        fill, mean, std = fill + list(centre), mean + list(centre), std + list(np.nan_to_num(spread))
+    if not fill:
         return
-    encoding = TabularEncoding.fit(manifest_rows(cohort.manifest, fit_ids), features)
-    std = np.where(encoding.std > STD_FLOOR, encoding.std, 1.0)
-    model.set_clinical_statistics([encoding.fill[f] for f in features], encoding.mean, std)  # type: ignore[operator]
+    scale = np.where(np.asarray(std) > STD_FLOOR, std, 1.0)
+    model.set_clinical_statistics(fill, mean, scale)  # type: ignore[operator]
 
 
 def early_stopping_split(config: DiagnosisConfig, cohort: DiagnosisCohort, train_ids: list[str],
@@ -323,7 +340,9 @@ def ablation_table(config: DiagnosisConfig, out: str | Path, *, cache_dir: Path 
         variants[name] = {"prior": prior, "mca": mca, "input_prior": input_prior,
                           "geometry": config.model.geometry and prior != "none",
                           "lesion_crop": config.model.lesion_crop and prior != "none",
-                          "whole_brain_dropout": config.model.whole_brain_dropout if prior != "none" else 0.0}
+                          "lesion_measurements": config.model.lesion_measurements and prior != "none",
+                          "whole_brain_dropout": config.model.whole_brain_dropout if prior != "none" else 0.0,
+                          "crop_dropout": config.model.crop_dropout if prior != "none" else 0.0}
     return _variant_table(config, Path(out), variants, "row", cache_dir)
 
 

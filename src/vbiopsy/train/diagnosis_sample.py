@@ -20,7 +20,8 @@ import torch
 from vbiopsy.atomic import write_with_atomic
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.train.diagnosis_augment import apply_crop_augmentation, augment_pair
-from vbiopsy.train.diagnosis_config import DiagnosisAugmentSettings
+from vbiopsy.localize.lesion_measurements import MEASUREMENTS, lesion_measurements
+from vbiopsy.train.diagnosis_config import DiagnosisAugmentSettings, LesionCropSettings
 from vbiopsy.train.diagnosis_crop import crop_window
 from vbiopsy.train.seeded_dataset import EpochSeededDataset
 
@@ -39,6 +40,7 @@ class DiagnosisSample:
     priors: dict[str, np.ndarray]
     record: dict[str, Any] = field(default_factory=dict)
     crops: dict[str, np.ndarray] = field(default_factory=dict)
+    _measured: dict[tuple[str, str], np.ndarray] = field(default_factory=dict, repr=False)
 
     def prior(self, name: str) -> np.ndarray | None:
         """Prior ``name`` (``none`` → ``None``); a missing one is an :class:`InputError`."""
@@ -57,6 +59,15 @@ class DiagnosisSample:
                              f"no lesion crop for the {name!r} prior (has: {', '.join(self.crops) or 'none'}); "
                              "set data.lesion_crop")
         return self.crops[name]
+
+    def measurements(self, name: str, settings: LesionCropSettings) -> np.ndarray:
+        """The :data:`~vbiopsy.localize.lesion_measurements.MEASUREMENTS` (float32) of the central window of the
+        crop centred on prior ``name`` (cut with ``settings``); computed once per sample and settings."""
+        key = (name, settings.model_dump_json())
+        if key not in self._measured:
+            window = crop_window(self.crop(name), settings.jitter_voxels)
+            self._measured[key] = lesion_measurements(dict(zip(settings.modalities, window)), settings.spacing_mm)
+        return self._measured[key]
 
     def save(self, path: Path, key: str) -> Path:
         """Write to ``path`` (.npz, atomically) with the cache ``key``."""
@@ -88,23 +99,33 @@ class DiagnosisSample:
 
 class DiagnosisDataset(EpochSeededDataset):
     """Items ``{"image": (1, X, Y, Z), "index": int[, "prior": (1, X, Y, Z)][, "crop": (M, x, y, z)][, "clinical": (k,)]
-    [, "target": int64]}``; ``crop_jitter`` (the stored crops' margin) asks for the lesion crop of the prior.
+    [, "target": int64]}``; ``crop_jitter`` (the stored crops' margin) asks for the lesion crop of the prior;
+    ``measurements`` (the lesion-crop settings) appends the lesion measurements of each sample's crop
+    (:mod:`vbiopsy.localize.lesion_measurements`) to its ``clinical`` values (alone without clinical values).
 
     Augmentation (training only) is seeded by (seed, epoch, item); ``drawn[index]`` records the last draw.
     """
 
     def __init__(self, samples: Sequence[DiagnosisSample], *, prior: str = "none", targets: np.ndarray | None = None,
                  augment: DiagnosisAugmentSettings | None = None, seed: int = 0,
-                 clinical: np.ndarray | None = None, crop_jitter: int | None = None) -> None:
+                 clinical: np.ndarray | None = None, crop_jitter: int | None = None,
+                 measurements: LesionCropSettings | None = None) -> None:
         if prior not in ("none", *PRIORS):
             raise ConfigError(f"prior must be one of none, {', '.join(PRIORS)}; got {prior!r}")
         if targets is not None and len(targets) != len(samples):
             raise ConfigError(f"{len(targets)} targets for {len(samples)} samples")
         if clinical is not None and (np.ndim(clinical) != 2 or len(clinical) != len(samples)):
             raise ConfigError(f"clinical must be (n={len(samples)}, k), got shape {np.shape(clinical)}")
-        self.clinical = None if clinical is None else np.asarray(clinical, dtype=np.float32)
         self.samples = list(samples)
         self.prior_name = prior
+        self.clinical = None if clinical is None else np.asarray(clinical, dtype=np.float32)
+        if measurements is not None:
+            if prior == "none":
+                raise ConfigError("lesion measurements are taken on the crop centred on a prior: prior must not "
+                                  "be 'none' with measurements")
+            measured = np.stack([s.measurements(prior, measurements) for s in self.samples]) if self.samples \
+                else np.zeros((0, len(MEASUREMENTS)), np.float32)
+            self.clinical = measured if self.clinical is None else np.hstack([self.clinical, measured])
         if crop_jitter is not None and (isinstance(crop_jitter, bool) or not isinstance(crop_jitter, int)
                                         or crop_jitter < 0):
             raise ConfigError(f"crop_jitter must be None (no lesion crop) or an integer >= 0, got {crop_jitter!r}")
