@@ -214,3 +214,26 @@ def test_crop_dropout_leaves_a_dropped_sample_with_its_whole_brain_features_only
     assert 0 < int(dropped.sum()) < 8
     with pytest.raises(ConfigError, match="crop_dropout=0.5 needs a crop branch"):
         AdaptiveDiagnoser("densenet", backbone_options=TINY, crop_dropout=0.5)
+
+
+def test_head_dropout_acts_on_image_features_not_on_tabular_inputs() -> None:
+    torch.manual_seed(0)
+    model = AdaptiveDiagnoser("densenet", backbone_options=TINY, clinical_features=2, dropout=0.5).train()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm3d):
+            m.eval()
+    model.set_clinical_statistics([0.0, 0.0], [1.0, 2.0], [2.0, 4.0])
+    image, prior = torch.randn(6, 1, 16, 16, 16), torch.rand(6, 1, 16, 16, 16)
+    clinical = torch.randn(6, 2)
+    shifted = clinical + torch.tensor([1.0, -2.0])
+    with torch.no_grad():
+        torch.manual_seed(5)
+        first = model(image, prior, clinical)
+        torch.manual_seed(5)  # the same dropout masks on the image features
+        second = model(image, prior, shifted)
+        torch.manual_seed(6)
+        other_mask = model(image, prior, clinical)
+    # tabular inputs enter whole: the change in logits is exactly the head's weights times the scaled shift
+    expected = model.classifier.weight[:, -2:] @ torch.tensor([1.0 / 2.0, -2.0 / 4.0])
+    assert torch.allclose(second - first, expected.expand_as(first), atol=1e-5)
+    assert not torch.allclose(first, other_mask)  # while the image features are dropped at random

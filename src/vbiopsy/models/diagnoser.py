@@ -6,6 +6,8 @@ F's grid, ``w = σ(MLP(masked_average_pool(F, M)))`` and ``F_att = F ⊙ w``; th
     logits = Linear(Dropout(concat(GAP(F), GAP(F_att))))        (2C → n_classes)
 
 Without MCA it is ``Linear(Dropout(GAP(F)))`` (C → n_classes). Softmax belongs to the loss.
+The dropout acts on image features only (these and the crop branch's); the tabular additions below
+(geometry, clinical values, lesion measurements: a few standardised numbers each) enter the head as they are.
 
 Two optional additions to the head (not in the paper; off by default): ``geometry=True`` appends the
 prior's position and size (:func:`vbiopsy.models.prior_geometry.prior_geometry`, 8 numbers: the
@@ -15,7 +17,7 @@ from its training patients (:meth:`AdaptiveDiagnoser.set_clinical_statistics`), 
 carries them. ``crop_channels=M`` adds a crop branch
 (:class:`~vbiopsy.models.lesion_crop_encoder.LesionCropEncoder`): a small CNN on a tumour-centred
 crop (B, M, x, y, z) at the scan's resolution, whose pooled features join the head too. All enter
-the same ``Linear(Dropout(·))``.
+the same ``Linear``.
 
 ``whole_brain_dropout=p`` (training only, with a crop branch): each training sample's whole-brain
 features (GAP(F) and GAP(F_att)) are zeroed with probability p and the kept ones scaled by 1/(1 − p),
@@ -222,6 +224,7 @@ class AdaptiveDiagnoser(nn.Module):
             pooled = torch.cat([pooled, attended.mean(dim=(2, 3, 4))], dim=1)
         if self.training and self.whole_brain_dropout > 0:
             pooled = drop_branch(pooled, self.whole_brain_dropout)
+        pooled = self.dropout(pooled)
         extra = []
         if self.use_geometry and mask is not None:
             extra.append(prior_geometry(mask).to(pooled.dtype))
@@ -235,8 +238,8 @@ class AdaptiveDiagnoser(nn.Module):
             crop_features = self.crop_encoder(crop.to(pooled.dtype))
             if self.training and self.crop_dropout > 0:
                 crop_features = drop_branch(crop_features, self.crop_dropout)
-            extra.append(crop_features)
-        return self.classifier(self.dropout(torch.cat([pooled, *extra], dim=1))), weights
+            extra.append(self.dropout(crop_features))
+        return self.classifier(torch.cat([pooled, *extra], dim=1)), weights
 
     def forward(self, image: Tensor, prior: Tensor | None = None, clinical: Tensor | None = None,
                 crop: Tensor | None = None) -> Tensor:
