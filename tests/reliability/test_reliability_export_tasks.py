@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 import vbiopsy.train.export as export_module
 from vbiopsy.cli import app
+from vbiopsy.localize.lesion_measurements import MEASUREMENTS
 from vbiopsy.train.export import OPSET, TOLERANCE
 
 HAS_ONNX = all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
@@ -133,24 +134,28 @@ def test_diagnoser_export_matches_pytorch_on_image_prior_and_clinical_inputs(tmp
 
 
 @needs_onnx
-def test_a_diagnoser_with_a_lesion_crop_exports_the_crop_as_a_live_input(tmp_path: Path) -> None:
+def test_a_diagnoser_with_a_lesion_crop_and_measurements_exports_both_as_live_inputs(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     run, _, models = finished_looking_run(tmp_path, DIAGNOSIS_TINY, model={**TRACEABLE_DIAGNOSER, "clinical": [],
-                                                                          "lesion_crop": True, "crop_width": 4},
-                                          data={"lesion_crop": {"shape": [8, 8, 8], "modalities": ["t1c"]}})
+                                                                          "lesion_crop": True, "crop_width": 4,
+                                                                          "lesion_measurements": True},
+                                          data={"lesion_crop": {"shape": [8, 8, 8], "modalities": ["t1c", "flair"]}})
     code, output = invoke("export", str(run), "--out", str(tmp_path / "out"), "--format", "onnx")
     assert code == 0, output
     info = json.loads((tmp_path / "out" / "export.json").read_text())
-    assert list(info["inputs"]) == ["image", "prior", "crop"] and info["parity"]["passed"]
+    assert list(info["inputs"]) == ["image", "prior", "clinical", "crop"] and info["parity"]["passed"]
     assert "centred on the refined prior" in info["inputs"]["crop"]
+    assert info["inputs"]["clinical"].startswith(f"float32 (batch, {len(MEASUREMENTS)}): lesion_enhancing_log_ml")
     generator = torch.Generator().manual_seed(3)
     image, prior = torch.randn((3, 1, 16, 16, 16), generator=generator), torch.rand((3, 1, 16, 16, 16))
-    crop = torch.randn((3, 1, 8, 8, 8), generator=generator)
+    crop = torch.randn((3, 2, 8, 8, 8), generator=generator)
+    measured = torch.randn((3, len(MEASUREMENTS)), generator=generator)  # the lesion measurements, as NumPy gives
     with torch.no_grad():
-        expected = np.mean([torch.softmax(m(image, prior, crop=crop), 1).numpy() for m in models], axis=0)
-    got = onnx_run(tmp_path / "out" / "ensemble.onnx", image, prior, crop)[0]
+        expected = np.mean([torch.softmax(m(image, prior, measured, crop), 1).numpy() for m in models], axis=0)
+    got = onnx_run(tmp_path / "out" / "ensemble.onnx", image, prior, measured, crop)[0]
     np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=0)
-    assert np.abs(got - onnx_run(tmp_path / "out" / "ensemble.onnx", image, prior, crop * 3)[0]).max() > 1e-4
+    assert np.abs(got - onnx_run(tmp_path / "out" / "ensemble.onnx", image, prior, measured, crop * 3)[0]).max() > 1e-4
+    assert np.abs(got - onnx_run(tmp_path / "out" / "ensemble.onnx", image, prior, measured * 3, crop)[0]).max() > 0
 
 
 @needs_onnx

@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from vbiopsy.config import CohortSource, RunNumerics, build_config, read_run_yaml
 from vbiopsy.config import ConfigSection as _Section
 from vbiopsy.localize.config import LocalizerConfig
-from vbiopsy.localize.lesion_measurements import REQUIRED_MODALITIES
+from vbiopsy.localize.lesion_measurements import MEASUREMENTS, REQUIRED_MODALITIES
 
 PriorSource = Literal["none", "coarse", "refined", "seg"]
 """Which tumour prior the model gets: none, the Tumor-Localizer's coarse (VLM-C) or refined prior,
@@ -236,6 +236,16 @@ class DiagnosisConfig(_Section):
                 raise ValueError(f"model.lesion_measurements needs data.lesion_crop with modalities "
                                  f"{list(REQUIRED_MODALITIES)}; missing: {missing}")
         return self
+
+
+def tabular_names(model: DiagnoserSettings) -> list[str]:
+    """Names of the model's clinical-input columns: the ``clinical`` variables, then the lesion measurements."""
+    return [*model.clinical, *(f"lesion_{m}" for m in MEASUREMENTS if model.lesion_measurements)]
+
+
+def tabular_width(model: DiagnoserSettings) -> int:
+    """Width k of the model's clinical input (see :func:`tabular_names`)."""
+    return len(tabular_names(model))
 
 
 def load_diagnosis_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> DiagnosisConfig:

@@ -47,8 +47,7 @@ from vbiopsy.data.splits import make_splits
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.tasks.diagnose import DiagnosisTask, ensemble_probabilities, predict_probabilities, validation_score
 from vbiopsy.train.checkpoint import load_checkpoint, save_checkpoint
-from vbiopsy.train.diagnosis_config import DiagnosisConfig, load_diagnosis_config, with_changes
-from vbiopsy.localize.lesion_measurements import MEASUREMENTS
+from vbiopsy.train.diagnosis_config import DiagnosisConfig, load_diagnosis_config, tabular_width, with_changes
 from vbiopsy.train.diagnosis_data import (DiagnosisCohort, diagnosis_labels, manifest_rows, measurement_settings,
                                           prepare_diagnosis_cohort)
 
@@ -74,7 +73,7 @@ def build_model(config: DiagnosisConfig) -> torch.nn.Module:
     return AdaptiveDiagnoser(m.backbone, in_channels=1, n_classes=len(DIAGNOSES), mca=m.mca,
                              input_prior=m.input_prior, reduction=m.reduction, dropout=m.dropout,
                              backbone_options=options or None, geometry=m.geometry,
-                             clinical_features=len(m.clinical) + (len(MEASUREMENTS) if m.lesion_measurements else 0),
+                             clinical_features=tabular_width(m),
                              crop_channels=len(crop.modalities) if m.lesion_crop and crop else 0,
                              crop_width=m.crop_width, whole_brain_dropout=m.whole_brain_dropout,
                              crop_dropout=m.crop_dropout)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from vbiopsy.errors import InputError
 from vbiopsy.train.checkpoint import checkpoint_metadata
 from vbiopsy.train.config import TrainConfig
-from vbiopsy.train.diagnosis_config import DiagnosisConfig
+from vbiopsy.train.diagnosis_config import DiagnosisConfig, tabular_names, tabular_width
 from vbiopsy.train.profile_config import ProfileConfig
 
 CHANNELS = ("raw", "zg", "zl", "log")
@@ -227,8 +227,9 @@ class MeanProbabilities(nn.Module):
 def diagnosis_inputs(config: DiagnosisConfig, model: nn.Module, batch: int, seed: int) -> dict[str, Tensor]:
     """The diagnoser's inputs by keyword name, as a seeded random batch (THE one place that knows them:
     a new model input is added here). image (batch, 1, *working_shape) ~ N(0, 1); prior (same grid)
-    uniform in [0, 1], the second row all zero (the whole-brain fallback); clinical (batch, k) drawn
-    around the model's stored training mean ± std, one value missing (NaN) in the first row; crop (batch, M,
+    uniform in [0, 1], the second row all zero (the whole-brain fallback); clinical (batch, k: the clinical
+    variables, then the lesion measurements) drawn around the model's stored training mean ± std, one value
+    missing (NaN) in the first row; crop (batch, M,
     *lesion_crop.shape) ~ N(0, 1) with ``model.lesion_crop``."""
     generator = torch.Generator().manual_seed(seed)
     shape = (batch, 1, *config.data.working_shape)
@@ -238,8 +239,8 @@ def diagnosis_inputs(config: DiagnosisConfig, model: nn.Module, batch: int, seed
         if batch > 1:
             prior[1] = 0.0
         named["prior"] = prior
-    if config.model.clinical:
-        k = len(config.model.clinical)
+    k = tabular_width(config.model)
+    if k:
         mean = getattr(model, "clinical_mean", torch.zeros(k)).detach().float()
         std = getattr(model, "clinical_std", torch.ones(k)).detach().float()
         clinical = mean + std * torch.randn((batch, k), generator=generator)
@@ -277,8 +278,9 @@ def diagnosis_plan(config: DiagnosisConfig, run_dir: Path) -> ExportPlan:
     described = {"image": f"float32 (batch, 1, {grid}): {config.data.modality} z-scored in the brain on the "
                           "working grid",
                  "prior": f"float32 (batch, 1, {grid}) in [0, 1]: the {config.model.prior} tumour prior",
-                 "clinical": f"float32 (batch, {len(config.model.clinical)}): {', '.join(config.model.clinical)} "
-                             "(NaN = missing; imputed and standardised inside the model)"}
+                 "clinical": f"float32 (batch, {tabular_width(config.model)}): "
+                             f"{', '.join(tabular_names(config.model))} (NaN = missing; imputed and standardised "
+                             "inside the model)"}
     if config.data.lesion_crop is not None:
         crop = config.data.lesion_crop
         described["crop"] = (f"float32 (batch, {len(crop.modalities)}, {', '.join(map(str, crop.shape))}): "
