@@ -56,7 +56,7 @@ def tabular_baseline(config, run_dir: Path, samples: Path) -> tuple[float, float
     from vbiopsy.models.diagnoser import whole_brain_fallback
     from vbiopsy.models.prior_geometry import prior_geometry
     from vbiopsy.train.diagnosis_config import with_changes
-    from vbiopsy.train.diagnosis_data import DiagnosisSample, prepare_diagnosis_cohort
+    from vbiopsy.train.diagnosis_data import DiagnosisSample, measurement_settings, prepare_diagnosis_cohort
 
     same_split = with_changes(config, data={"splits": str(run_dir / "splits.json")})
     folder = run_dir.parent / "tabular_baseline"
@@ -76,7 +76,8 @@ def tabular_baseline(config, run_dir: Path, samples: Path) -> tuple[float, float
         if clinical is not None:
             parts.append(clinical)
         if config.model.lesion_measurements:
-            parts.append(np.stack([cohort.samples[s].measurements(prior, config.data.lesion_crop) for s in ids]))
+            settings = measurement_settings(config)
+            parts.append(np.stack([cohort.samples[s].measurements(prior, settings) for s in ids]))
         return np.hstack(parts)
 
     accuracies = []

@@ -23,7 +23,7 @@ from vbiopsy.report.patient_hooks import diagnosis_reports
 from vbiopsy.train.checkpoint import load_checkpoint
 from vbiopsy.train.diagnosis_config import load_diagnosis_config
 from vbiopsy.train.diagnosis_crop import crop_window
-from vbiopsy.train.diagnosis_data import prepare_diagnosis_cohort
+from vbiopsy.train.diagnosis_data import measurement_settings, prepare_diagnosis_cohort
 from vbiopsy.train.diagnosis_gradcam import gradcam_overlays
 from vbiopsy.train.diagnosis_predict import case_clinical, predict_diagnosis
 from vbiopsy.train.diagnosis_run import run_cross_validation
@@ -85,7 +85,7 @@ def test_predict_reproduces_the_test_predictions_and_imputes_a_missing_age(run: 
     np.testing.assert_allclose(pred.loc[test_ids, COLUMNS], test.loc[test_ids, COLUMNS], atol=1e-5)
     assert pred["warnings"].isna().all()
     cohort = prepare_diagnosis_cohort(config, run, cache_dir=run / "samples")  # measured again from the scans
-    stored = cohort.samples[test_ids[0]].measurements("refined", config.data.lesion_crop)
+    stored = cohort.samples[test_ids[0]].measurements("refined", measurement_settings(config))
     np.testing.assert_allclose(pred.loc[test_ids[0], [f"lesion_{m}" for m in MEASUREMENTS]].to_numpy(float), stored,
                                atol=1e-4)
     reports = diagnosis_reports(config, run, out, None)

@@ -15,7 +15,7 @@ from vbiopsy.localize import LocalizationResult, Proposals
 from vbiopsy.localize.lesion_measurements import MEASUREMENTS, lesion_measurements
 from vbiopsy.train.diagnosis_augment import apply_augmentation, apply_crop_augmentation, augment_pair
 from vbiopsy.train.diagnosis_config import (DiagnosisAugmentSettings, DiagnosisDataSettings, LesionCropSettings,
-                                            load_diagnosis_config)
+                                            LesionMeasurementSettings, MeasurementThresholds, load_diagnosis_config)
 from vbiopsy.train.diagnosis_crop import centre_of_mass, crop_box, crop_window, cut_crop, lesion_crops
 from vbiopsy.train.diagnosis_data import DiagnosisDataset, DiagnosisSample, sample_from_localization
 
@@ -195,10 +195,16 @@ def test_config_rules_for_the_lesion_measurements() -> None:
         load_diagnosis_config(None, {**base, "model": {"prior": "none", "mca": False, "lesion_measurements": True}})
     # measurements alone use the prior (their crop is centred on it)
     load_diagnosis_config(None, {**base, "model": {"mca": False, "lesion_measurements": True}})
+    tuned = load_diagnosis_config(None, {**base, "model": {"lesion_measurements": True,
+                                                           "measurement_thresholds": {"flair_z": 0.8}}})
+    assert (tuned.model.measurement_thresholds.enhancing_z, tuned.model.measurement_thresholds.flair_z) == (1.5, 0.8)
+    with pytest.raises(ConfigError, match="flair_z"):
+        load_diagnosis_config(None, {**base, "model": {"measurement_thresholds": {"flair_z": 0}}})
 
 
 def test_dataset_appends_each_samples_measurements_to_its_clinical_values() -> None:
-    settings = LesionCropSettings(shape=(8, 8, 8), spacing_mm=2.0, modalities=("t1c", "flair"), jitter_voxels=2)
+    crop = LesionCropSettings(shape=(8, 8, 8), spacing_mm=2.0, modalities=("t1c", "flair"), jitter_voxels=2)
+    settings = LesionMeasurementSettings(crop=crop, thresholds=MeasurementThresholds())
     first = _sample(12)
     samples = [first, DiagnosisSample(first.image, first.brain, first.priors, first.record,
                                       {"refined": 2.0 * first.crop("refined")})]
@@ -212,6 +218,10 @@ def test_dataset_appends_each_samples_measurements_to_its_clinical_values() -> N
     both = DiagnosisDataset(samples, prior="refined", clinical=clinical, measurements=settings, crop_jitter=2)
     np.testing.assert_array_equal(both[1]["clinical"].numpy(), np.concatenate([[60.0], expected[1]]))
     assert samples[0].measurements("refined", settings) is samples[0].measurements("refined", settings)  # once
+    lower = LesionMeasurementSettings(crop=crop, thresholds=MeasurementThresholds(enhancing_z=0.5, flair_z=0.5))
+    np.testing.assert_array_equal(samples[0].measurements("refined", lower), lesion_measurements(
+        dict(zip(("t1c", "flair"), crop_window(samples[0].crop("refined"), 2))), 2.0, enhancing_z=0.5, flair_z=0.5))
+    assert not np.allclose(np.nan_to_num(samples[0].measurements("refined", lower)), np.nan_to_num(expected[0]))
     with pytest.raises(ConfigError, match="prior must not be 'none'"):
         DiagnosisDataset(samples, prior="none", measurements=settings)
 

@@ -57,6 +57,21 @@ class LesionCropSettings(_Section):
         return value
 
 
+class MeasurementThresholds(_Section):
+    """z-score thresholds of the lesion measurements' compartments (vbiopsy.localize.lesion_measurements);
+    tuned on phantoms — on real scans check them against a few manual segmentations first."""
+
+    enhancing_z: float = Field(1.5, gt=0, le=10, description="T1c above this (z over the brain) enhances")
+    flair_z: float = Field(1.0, gt=0, le=10, description="FLAIR (and T2) above this is abnormal")
+
+
+class LesionMeasurementSettings(_Section):
+    """What the lesion measurements of a run are taken with (built from a config, not written by users)."""
+
+    crop: LesionCropSettings
+    thresholds: MeasurementThresholds
+
+
 class DiagnosisDataSettings(CohortSource):
     """Which cohort, image, split and working grid; how the priors are made."""
 
@@ -118,6 +133,7 @@ class DiagnoserSettings(_Section):
     lesion_measurements: bool = Field(False, description="give the head the lesion's compartment volumes and "
                                       "core signal measured on data.lesion_crop (T1c and FLAIR needed; "
                                       "vbiopsy.localize.lesion_measurements; not in the paper)")
+    measurement_thresholds: MeasurementThresholds = MeasurementThresholds()
 
     @field_validator("clinical")
     @classmethod

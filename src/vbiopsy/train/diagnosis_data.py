@@ -35,7 +35,7 @@ from vbiopsy.errors import CohortError, ConfigError, InputError, VbiopsyError
 from vbiopsy.localize import LocalizationResult
 from vbiopsy.parallel import run_parallel
 from vbiopsy.tasks.labels import TaskLabels, parsed_column, subject_ids_of
-from vbiopsy.train.diagnosis_config import DiagnosisConfig, DiagnosisDataSettings, LesionCropSettings
+from vbiopsy.train.diagnosis_config import DiagnosisConfig, DiagnosisDataSettings, LesionMeasurementSettings
 from vbiopsy.train.diagnosis_crop import lesion_crops
 from vbiopsy.train.diagnosis_grid import crop_padded, paste_to_scan, to_working_grid, working_box, zscore_in_brain
 from vbiopsy.train.diagnosis_sample import PRIORS, DiagnosisDataset, DiagnosisSample
@@ -252,9 +252,12 @@ def case_dataset(sample: DiagnosisSample, config: DiagnosisConfig,
                             measurements=measurement_settings(config))
 
 
-def measurement_settings(config: DiagnosisConfig) -> LesionCropSettings | None:
-    """The lesion-crop settings the measurements are taken with when the model takes them, else None."""
-    return config.data.lesion_crop if config.model.lesion_measurements else None
+def measurement_settings(config: DiagnosisConfig) -> LesionMeasurementSettings | None:
+    """The crop and thresholds the lesion measurements are taken with when the model takes them, else None."""
+    crop = config.data.lesion_crop
+    if not config.model.lesion_measurements or crop is None:
+        return None
+    return LesionMeasurementSettings(crop=crop, thresholds=config.model.measurement_thresholds)
 
 
 def manifest_rows(manifest: Manifest, subject_ids: Sequence[str]) -> Any:

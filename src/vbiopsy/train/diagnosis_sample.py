@@ -21,7 +21,7 @@ from vbiopsy.atomic import write_with_atomic
 from vbiopsy.errors import ConfigError, InputError
 from vbiopsy.train.diagnosis_augment import apply_crop_augmentation, augment_pair
 from vbiopsy.localize.lesion_measurements import MEASUREMENTS, lesion_measurements
-from vbiopsy.train.diagnosis_config import DiagnosisAugmentSettings, LesionCropSettings
+from vbiopsy.train.diagnosis_config import DiagnosisAugmentSettings, LesionMeasurementSettings
 from vbiopsy.train.diagnosis_crop import crop_window
 from vbiopsy.train.seeded_dataset import EpochSeededDataset
 
@@ -60,13 +60,16 @@ class DiagnosisSample:
                              "set data.lesion_crop")
         return self.crops[name]
 
-    def measurements(self, name: str, settings: LesionCropSettings) -> np.ndarray:
+    def measurements(self, name: str, settings: LesionMeasurementSettings) -> np.ndarray:
         """The :data:`~vbiopsy.localize.lesion_measurements.MEASUREMENTS` (float32) of the central window of the
-        crop centred on prior ``name`` (cut with ``settings``); computed once per sample and settings."""
+        crop centred on prior ``name`` (cut and measured with ``settings``); computed once per sample and
+        settings."""
         key = (name, settings.model_dump_json())
         if key not in self._measured:
-            window = crop_window(self.crop(name), settings.jitter_voxels)
-            self._measured[key] = lesion_measurements(dict(zip(settings.modalities, window)), settings.spacing_mm)
+            crop, thresholds = settings.crop, settings.thresholds
+            window = crop_window(self.crop(name), crop.jitter_voxels)
+            self._measured[key] = lesion_measurements(dict(zip(crop.modalities, window)), crop.spacing_mm,
+                                                      enhancing_z=thresholds.enhancing_z, flair_z=thresholds.flair_z)
         return self._measured[key]
 
     def save(self, path: Path, key: str) -> Path:
@@ -100,7 +103,7 @@ class DiagnosisSample:
 class DiagnosisDataset(EpochSeededDataset):
     """Items ``{"image": (1, X, Y, Z), "index": int[, "prior": (1, X, Y, Z)][, "crop": (M, x, y, z)][, "clinical": (k,)]
     [, "target": int64]}``; ``crop_jitter`` (the stored crops' margin) asks for the lesion crop of the prior;
-    ``measurements`` (the lesion-crop settings) appends the lesion measurements of each sample's crop
+    ``measurements`` (the crop and thresholds to measure with) appends the lesion measurements of each sample's crop
     (:mod:`vbiopsy.localize.lesion_measurements`) to its ``clinical`` values (alone without clinical values).
 
     Augmentation (training only) is seeded by (seed, epoch, item); ``drawn[index]`` records the last draw.
@@ -109,7 +112,7 @@ class DiagnosisDataset(EpochSeededDataset):
     def __init__(self, samples: Sequence[DiagnosisSample], *, prior: str = "none", targets: np.ndarray | None = None,
                  augment: DiagnosisAugmentSettings | None = None, seed: int = 0,
                  clinical: np.ndarray | None = None, crop_jitter: int | None = None,
-                 measurements: LesionCropSettings | None = None) -> None:
+                 measurements: LesionMeasurementSettings | None = None) -> None:
         if prior not in ("none", *PRIORS):
             raise ConfigError(f"prior must be one of none, {', '.join(PRIORS)}; got {prior!r}")
         if targets is not None and len(targets) != len(samples):
