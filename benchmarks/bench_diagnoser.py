@@ -56,7 +56,7 @@ def tabular_baseline(config, run_dir: Path, samples: Path) -> tuple[float, float
     from vbiopsy.models.diagnoser import whole_brain_fallback
     from vbiopsy.models.prior_geometry import prior_geometry
     from vbiopsy.train.diagnosis_config import with_changes
-    from vbiopsy.train.diagnosis_data import DiagnosisSample, measurement_settings, prepare_diagnosis_cohort
+    from vbiopsy.train.diagnosis_data import DiagnosisSample, prepare_diagnosis_cohort
 
     same_split = with_changes(config, data={"splits": str(run_dir / "splits.json")})
     folder = run_dir.parent / "tabular_baseline"
@@ -71,14 +71,8 @@ def tabular_baseline(config, run_dir: Path, samples: Path) -> tuple[float, float
             mask = whole_brain_fallback(torch.from_numpy(sample.priors[prior])[None, None],
                                         torch.from_numpy(sample.image)[None, None])
             rows.append(prior_geometry(mask).numpy()[0])
-        parts = [np.stack(rows)]
-        clinical = cohort.clinical(ids, config.model.clinical)
-        if clinical is not None:
-            parts.append(clinical)
-        if config.model.lesion_measurements:
-            settings = measurement_settings(config)
-            parts.append(np.stack([cohort.samples[s].measurements(prior, settings) for s in ids]))
-        return np.hstack(parts)
+        tabular = cohort.dataset(ids, config).clinical  # clinical values, then measurements: as the model reads them
+        return np.stack(rows) if tabular is None else np.hstack([np.stack(rows), tabular])
 
     accuracies = []
     for fold in cohort.splits.folds:

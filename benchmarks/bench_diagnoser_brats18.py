@@ -9,7 +9,8 @@ Printed per case: predicted type and probability (every BraTS'18 case is a gliom
 peak lies inside the tumour mask (and inside it dilated by 5 mm), the share of Grad-CAM mass inside the
 mask, and the same for the localiser's refined prior (Dice with the mask): a peak inside the tumour
 could come from the prior alone, so both are shown. For a run with lesion measurements, their enhancing,
-core and FLAIR-abnormality volumes against the manual labels cut into the same crop (Spearman ρ). Figure: ``--out/gradcam_brats18.png``.
+core and FLAIR-abnormality volumes against the manual labels cut into the same crop (Spearman ρ).
+Figure: ``--out/gradcam_brats18.png``.
 
     python benchmarks/bench_diagnoser_brats18.py --run RUN_DIR [--data ../shared/data/brats18] [--out DIR]
 """

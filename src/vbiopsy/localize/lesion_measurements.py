@@ -20,10 +20,10 @@ Volumes are ``log(1 + ml)``; intensities are medians (spread: standard deviation
 images inside the core. A measurement needing an absent modality is NaN (the model imputes missing
 values with the training patients' fill), as are the core's intensities when no core is found.
 
-The thresholds are tuned on phantoms (a run sets them with ``model.measurement_thresholds``). On the 10 real BraTS'18 gliomas (``benchmarks/
-bench_diagnoser_brats18.py``) the enhancing volume tracks the manual enhancing label in the same crop
-(Spearman ρ 0.75, about half its volume), the FLAIR abnormality less (ρ 0.38), and the core not at all
-(ρ −0.21): non-enhancing tumour is not in it by construction.
+The thresholds are tuned on phantoms (a run sets them with ``model.measurement_thresholds``). On the
+10 real BraTS'18 gliomas (``benchmarks/bench_diagnoser_brats18.py``) the enhancing volume tracks the
+manual enhancing label in the same crop (Spearman ρ 0.75, about half its volume), the FLAIR abnormality
+less (ρ 0.38), and the core not at all (ρ −0.21): non-enhancing tumour is not in it by construction.
 """
 
 from __future__ import annotations

@@ -41,9 +41,9 @@ from vbiopsy.train.diagnosis_grid import crop_padded, paste_to_scan, to_working_
 from vbiopsy.train.diagnosis_sample import PRIORS, DiagnosisDataset, DiagnosisSample
 
 __all__ = ["PRIORS", "DiagnosisCohort", "DiagnosisDataset", "DiagnosisSample", "case_dataset", "clinical_matrix",
-           "crop_images", "crop_jitter", "crop_padded", "diagnosis_labels", "localize_scan", "manifest_rows", "paste_to_scan",
-           "prepare_diagnosis_cohort", "prepare_sample", "prepare_samples", "sample_from_localization",
-           "scan_modalities", "to_working_grid", "working_box", "zscore_in_brain"]
+           "crop_images", "crop_jitter", "crop_padded", "diagnosis_labels", "localize_scan", "manifest_rows",
+           "measurement_settings", "paste_to_scan", "prepare_diagnosis_cohort", "prepare_sample", "prepare_samples",
+           "sample_from_localization", "scan_modalities", "to_working_grid", "working_box", "zscore_in_brain"]
 
 DATA_VERSION = "1"
 """Bumped whenever the same inputs and settings would give a different sample."""

@@ -91,9 +91,9 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
     per_fold = [predict_probabilities(m, dataset) for m in models]
     prob = ensemble_probabilities(per_fold)[0]
     cam = case_gradcam(models, sample, config, int(np.argmax(prob)), values)
-    crop = measurement_settings(config)
-    measured = {} if crop is None else dict(zip(MEASUREMENTS, map(float, sample.measurements(config.model.prior,
-                                                                                              crop))))
+    settings = measurement_settings(config)  # measured once already for the dataset (memoised on the sample)
+    measured = {} if settings is None else dict(zip(MEASUREMENTS, map(float, sample.measurements(
+        config.model.prior, settings))))
     return CaseDiagnosis({d: float(p) for d, p in zip(DIAGNOSES, prob)}, paste_to_scan(cam, sample.record),
                          image.affine, localisation, sample.record, np.stack([f[0] for f in per_fold]), measured)
 
@@ -101,8 +101,9 @@ def diagnose_case(t1c_path: str | Path, run_dir: str | Path, *,
 def predict_diagnosis(config: DiagnosisConfig, run_dir: Path, subjects: Sequence[str], out: Path, *,
                       cohort: Path | None = None, saliency: bool = True) -> Path:
     """Write ``predictions.csv`` (probabilities, each fold model's as ``p_<class>_fold<k>``, predicted class,
-    warnings, the lesion measurements as ``lesion_<name>`` when the model reads them) and ``<id>_prior.nii.gz`` (the localiser's refined prior used by the attention) and, with
-    ``saliency``, ``<id>_gradcam.nii.gz`` — both on each scan's grid — for ``subjects`` of ``cohort``
+    warnings, the lesion measurements as ``lesion_<name>`` when the model reads them) and
+    ``<id>_prior.nii.gz`` (the localiser's refined prior used by the attention) and, with ``saliency``,
+    ``<id>_gradcam.nii.gz`` — both on each scan's grid — for ``subjects`` of ``cohort``
     (default: the run's); every subject is checked before anything is written. Returns the CSV path."""
     from vbiopsy.data.layouts import read_cohort
     from vbiopsy.data.nifti import save_volume

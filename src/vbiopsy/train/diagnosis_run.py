@@ -94,9 +94,9 @@ def set_clinical_statistics(model: torch.nn.Module, cohort: DiagnosisCohort, fit
     if features:
         encoding = TabularEncoding.fit(manifest_rows(cohort.manifest, fit_ids), features)
         fill, mean, std = [encoding.fill[f] for f in features], list(encoding.mean), list(encoding.std)
-    crop = measurement_settings(config)
-    if crop is not None:
-        measured = np.stack([cohort.samples[s].measurements(config.model.prior, crop) for s in fit_ids])
+    settings = measurement_settings(config)
+    if settings is not None:
+        measured = np.stack([cohort.samples[s].measurements(config.model.prior, settings) for s in fit_ids])
         with warnings.catch_warnings():  # a measurement missing in every training patient: fill 0, scale 1
             warnings.simplefilter("ignore", RuntimeWarning)
             centre, spread = np.nanmean(measured, axis=0), np.nanstd(measured, axis=0)
